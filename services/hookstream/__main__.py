@@ -1,0 +1,3 @@
+from hookstream.cli import main
+
+raise SystemExit(main())

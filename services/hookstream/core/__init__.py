@@ -1,0 +1,1 @@
+"""The shared core every service imports: settings, Kafka wiring, codecs, signing, views."""

@@ -1,0 +1,83 @@
+"""Topic names and layout, derived from the settings in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hookstream.core.settings import Settings
+
+
+def tier_name(delay_seconds: float) -> str:
+    """A retry tier's topic suffix: `5s`, `5m`, `2h`, `200ms` — readable in `kafka-topics --list`."""
+    millis = round(delay_seconds * 1000)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryTier:
+    """One delayed-retry topic: records in it are sent `delay` seconds after their predecessor."""
+
+    index: int
+    delay: float
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    events: str
+    webhooks: str
+    principals: str
+    deliveries: str
+    dlq: str
+    delivery_log: str
+    retry_tiers: tuple[RetryTier, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        p = settings.topic_prefix
+        tiers = tuple(
+            RetryTier(index=i, delay=delay, topic=f"{p}retry.{tier_name(delay)}")
+            for i, delay in enumerate(settings.retry_schedule)
+        )
+        return cls(
+            events=f"{p}events",
+            webhooks=f"{p}webhooks",
+            principals=f"{p}principals",
+            deliveries=f"{p}deliveries",
+            dlq=f"{p}dlq",
+            delivery_log=f"{p}delivery-log",
+            retry_tiers=tiers,
+        )
+
+    def tier_for_topic(self, topic: str) -> RetryTier | None:
+        for tier in self.retry_tiers:
+            if tier.topic == topic:
+                return tier
+        return None
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic of the architecture with its partitions and cleanup policy."""
+    topics = Topics.from_settings(settings)
+    specs = [
+        TopicSpec(topics.events, settings.events_partitions),
+        TopicSpec(topics.webhooks, settings.compacted_partitions, compacted=True),
+        TopicSpec(topics.principals, settings.compacted_partitions, compacted=True),
+        TopicSpec(topics.deliveries, settings.deliveries_partitions),
+    ]
+    specs += [TopicSpec(tier.topic, settings.retry_partitions) for tier in topics.retry_tiers]
+    specs += [
+        TopicSpec(topics.dlq, settings.dlq_partitions),
+        TopicSpec(topics.delivery_log, settings.delivery_log_partitions),
+    ]
+    return specs
