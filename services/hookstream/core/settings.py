@@ -8,11 +8,10 @@ from __future__ import annotations
 import ipaddress
 import json
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 # Svix/SPEC default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h after the first attempt.
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (
@@ -139,7 +138,9 @@ class Settings(BaseSettings):
 
     @cached_property
     def private_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.allow_private_targets)
+        return tuple(
+            ipaddress.ip_network(cidr, strict=False) for cidr in self.allow_private_targets
+        )
 
     def masked(self) -> dict[str, Any]:
         """The effective settings with every secret replaced, for `hookstream config`."""

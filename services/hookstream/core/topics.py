@@ -8,7 +8,7 @@ from hookstream.core.settings import Settings
 
 
 def tier_name(delay_seconds: float) -> str:
-    """A retry tier's topic suffix: `5s`, `5m`, `2h`, `200ms` — readable in `kafka-topics --list`."""
+    """A retry tier's topic suffix (`5s`, `5m`, `2h`, `200ms`), readable in a topic listing."""
     millis = round(delay_seconds * 1000)
     for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
         if millis % size == 0:

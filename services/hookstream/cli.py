@@ -1,0 +1,123 @@
+"""The `hookstream` command: local broker, topics, settings, and running services."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hookstream import __version__, localkafka
+from hookstream.core.settings import Settings, SettingsError, load_settings
+
+
+def _cmd_kafka(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    if args.action == "start":
+        already = localkafka.read_state(run_dir)
+        if already is not None:
+            print(f"kafka already running at {already.bootstrap} (pid {already.pid})")
+            return 0
+        print(f"starting Kafka {localkafka.KAFKA_VERSION} (KRaft, single node) ...", flush=True)
+        state = localkafka.start(run_dir, port=args.port, heap=args.heap, cache_dir=cache_dir)
+        print(
+            f"kafka ready at {state.bootstrap} in {state.startup_seconds:.1f} s (pid {state.pid})"
+        )
+        print(f"logs: {state.run_dir}/logs/server.log")
+        if state.bootstrap != "127.0.0.1:9092":
+            print(f"export HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS={state.bootstrap}")
+        return 0
+    if args.action == "stop":
+        stopped = localkafka.stop(run_dir, wipe=args.wipe)
+        print(f"kafka stopped (pid {stopped.pid})" if stopped else "kafka was not running")
+        return 0
+    running = localkafka.read_state(run_dir)
+    if running is None:
+        print("kafka: not running")
+        return 3
+    print(f"kafka: running at {running.bootstrap} (pid {running.pid}, run dir {running.run_dir})")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.json:
+        print(json.dumps(settings.masked(), indent=2))
+    else:
+        for name, value in settings.masked().items():
+            shown = value if isinstance(value, str) else json.dumps(value)
+            print(f"HOOKSTREAM_{name.upper()}={shown}")
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from hookstream.core.admin import create_topics
+
+    settings = load_settings()
+    report = create_topics(settings)
+    for name in report.created:
+        print(f"created  {name}")
+    for name in report.existing:
+        print(f"exists   {name}")
+    for problem in report.conflicts:
+        print(f"CONFLICT {problem}", file=sys.stderr)
+    return 1 if report.conflicts else 0
+
+
+# Filled in as services land; `run all` starts every registered one.
+SERVICES: dict[str, Callable[[Settings], int]] = {}
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    runner = SERVICES.get(args.service)
+    if runner is None:
+        available = ", ".join(sorted(SERVICES)) or "none yet"
+        print(f"unknown service {args.service!r}; available: {available}", file=sys.stderr)
+        return 2
+    return runner(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hookstream", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hookstream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="run a local single-node Kafka broker")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument(
+        "--port", type=int, default=None, help="listener port (default 9092 or free)"
+    )
+    kafka.add_argument("--heap", default="1g", help="JVM heap (default 1g)")
+    kafka.add_argument("--run-dir", default=None, help="data, logs and state of the broker")
+    kafka.add_argument("--cache-dir", default=None, help="where the Kafka jars are cached")
+    kafka.add_argument("--wipe", action="store_true", help="with stop: delete the broker's data")
+    kafka.set_defaults(handler=_cmd_kafka)
+
+    config = sub.add_parser("config", help="print the effective settings, secrets masked")
+    config.add_argument("--json", action="store_true")
+    config.set_defaults(handler=_cmd_config)
+
+    topics = sub.add_parser("topics", help="manage hookstream's topics")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(handler=_cmd_topics)
+
+    run = sub.add_parser("run", help="run a service")
+    run.add_argument("service", help="router, sender, log-sink, api or all")
+    run.set_defaults(handler=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except SettingsError as exc:
+        print(f"hookstream: {exc}", file=sys.stderr)
+        return 2
+    except localkafka.LocalKafkaError as exc:
+        print(f"hookstream: {exc}", file=sys.stderr)
+        return 1

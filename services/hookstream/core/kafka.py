@@ -1,0 +1,65 @@
+"""Kafka client configuration, merged in one fixed order: defaults, caller's, then forced keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from hookstream.core.settings import Settings
+
+
+def _merge(
+    defaults: dict[str, Any], extra: dict[str, Any] | None, forced: dict[str, Any]
+) -> dict[str, Any]:
+    return {**defaults, **(extra or {}), **forced}
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+
+
+def producer_config(
+    settings: Settings, transactional_id: str | None = None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.max.bytes": 4 * 1024 * 1024,
+    }
+    forced: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        # Every producer is idempotent: a librdkafka retry never duplicates a record.
+        "enable.idempotence": True,
+        "acks": "all",
+    }
+    if transactional_id is not None:
+        forced["transactional.id"] = transactional_id
+    return _merge(defaults, extra, forced)
+
+
+def consumer_config(
+    settings: Settings, group: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 1000,
+    }
+    forced: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": settings.consumer_group_prefix + group,
+        # Never read a routed delivery from an aborted router transaction.
+        "isolation.level": "read_committed",
+    }
+    return _merge(defaults, extra, forced)
+
+
+def make_producer(settings: Settings, **kwargs: Any) -> Producer:
+    return Producer(producer_config(settings, **kwargs))
+
+
+def make_consumer(settings: Settings, group: str, extra: dict[str, Any] | None = None) -> Consumer:
+    return Consumer(consumer_config(settings, group, extra))

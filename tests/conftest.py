@@ -1,0 +1,66 @@
+"""Shared fixtures: one real Kafka broker per test session, a unique topic prefix per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hookstream import localkafka
+from hookstream.core.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The broker for the whole session: an existing cluster if configured, else a local one."""
+    existing = os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS")
+    if existing:
+        yield existing
+        return
+    run_dir = tmp_path_factory.mktemp("kafka")
+    state = localkafka.start(run_dir=run_dir, port=localkafka.free_port())
+    print(f"\nkafka: {state.bootstrap} ready in {state.startup_seconds:.1f} s")
+    try:
+        yield state.bootstrap
+    finally:
+        localkafka.stop(run_dir, wipe=True)
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def settings_factory(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> SettingsFactory:
+    """Settings for this test: own topics and groups, small partitions, fast retries."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            "topic_prefix": topic_prefix,
+            "consumer_group_prefix": topic_prefix,
+            "events_partitions": 2,
+            "deliveries_partitions": 4,
+            "retry_partitions": 2,
+            "delivery_log_partitions": 2,
+            "compacted_partitions": 1,
+            "retry_schedule": (0.2, 0.5, 1.0),
+            "store_url": f"sqlite:///{tmp_path / 'store.db'}",
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: SettingsFactory) -> Settings:
+    return settings_factory()
