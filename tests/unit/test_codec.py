@@ -13,6 +13,7 @@ import orjson
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
+from hookstream.core import resources
 from hookstream.core.codec import (
     HEADER_SIZE,
     MAGIC,
@@ -412,3 +413,16 @@ def test_random_bodies_only_ever_raise_decode_error(codec: Codec) -> None:
         for candidate in candidates:
             with contextlib.suppress(DecodeError):
                 codec.decode(name, candidate)
+
+
+def test_packaged_schema_folder_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "_schemas").mkdir()
+    monkeypatch.setattr(resources, "files", lambda package: tmp_path)
+    assert resources.schemas_dir() == tmp_path / "_schemas"
+
+
+def test_repo_schema_folder_is_the_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resources, "files", lambda package: tmp_path)
+    assert resources.schemas_dir() == Path(__file__).resolve().parents[2] / "schemas"
