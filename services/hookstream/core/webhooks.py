@@ -49,9 +49,7 @@ class Webhook:
             "events": list(self.events),
             "enabled": self.enabled,
             "owner_id": self.owner_id,
-            "secrets": [
-                {"value": s.value, "not_after_ms": s.not_after_ms} for s in self.secrets
-            ],
+            "secrets": [{"value": s.value, "not_after_ms": s.not_after_ms} for s in self.secrets],
             "disabled_reason": self.disabled_reason,
             "created_at_ms": self.created_at_ms,
             "updated_at_ms": self.updated_at_ms,
