@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hookstream import __version__, localkafka
 from hookstream.core.settings import Settings, SettingsError, load_settings
+
+
+def _settings() -> Settings:
+    """Settings from the environment; without a configured cluster, the local broker if running."""
+    if "HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        local = localkafka.read_state()
+        if local is not None:
+            return load_settings(kafka_bootstrap_servers=local.bootstrap)
+    return load_settings()
 
 
 def _cmd_kafka(args: argparse.Namespace) -> int:
@@ -42,7 +52,7 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _settings()
     if args.json:
         print(json.dumps(settings.masked(), indent=2))
     else:
@@ -55,7 +65,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_topics(args: argparse.Namespace) -> int:
     from hookstream.core.admin import create_topics
 
-    settings = load_settings()
+    settings = _settings()
     report = create_topics(settings)
     for name in report.created:
         print(f"created  {name}")
@@ -71,7 +81,7 @@ SERVICES: dict[str, Callable[[Settings], int]] = {}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _settings()
     if args.service == "all" and not SERVICES:
         print("no services are implemented yet; the broker and topics are ready")
         return 0
