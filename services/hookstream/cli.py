@@ -76,8 +76,14 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     return 1 if report.conflicts else 0
 
 
-# Filled in as services land; `run all` starts every registered one.
-SERVICES: dict[str, Callable[[Settings], int]] = {}
+def _run_router(settings: Settings) -> int:
+    from hookstream.router.service import run_router
+
+    return run_router(settings)
+
+
+# Each service is imported only when it runs; `run all` starts every one.
+SERVICES: dict[str, Callable[[Settings], int]] = {"router": _run_router}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from functools import cached_property
 from typing import Annotated, Any
 
@@ -69,6 +70,11 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
     response_body_limit: int = Field(default=16 * 1024, ge=0)
     allow_private_targets: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # Stable per process across restarts (the router's transactional id is built from it), so a
+    # restarted router fences and aborts its predecessor's open transaction at once.
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1)
+    router_batch_size: int = Field(default=1000, ge=1)
 
     max_in_flight: int = Field(default=256, ge=1)
     max_in_flight_per_webhook: int = Field(default=8, ge=1)

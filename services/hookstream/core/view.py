@@ -1,0 +1,198 @@
+"""In-memory views of the compacted `webhooks` and `principals` topics.
+
+Every service keeps its own copy: a background thread reads the topic from the beginning
+(no consumer group offsets), applies upserts and tombstones, and keeps following it.
+`wait_ready` returns once every partition has been read to its end, so a service never
+routes or sends against a half-loaded view.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from hookstream.core.codec import Codec, DecodeError
+from hookstream.core.kafka import consumer_config
+from hookstream.core.settings import Settings
+from hookstream.core.webhooks import Principal, Webhook
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ChangeHandler = Callable[[str, T | None], None]
+PoisonHandler = Callable[[Message, str, str], None]
+
+
+class ViewNotReadyError(Exception):
+    """The view did not reach the end of its topic in time."""
+
+
+class CompactedView(Generic[T]):
+    """A dict of the latest value per key of a compacted topic, kept current by a thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        decode: Callable[[bytes], T],
+        on_change: ChangeHandler[T] | None = None,
+        on_poison: PoisonHandler | None = None,
+    ) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._decode = decode
+        self._on_change = on_change
+        self._on_poison = on_poison
+        self._items: dict[str, T] = {}
+        # Held while applying a change; callers that need a consistent snapshot hold it too.
+        self.lock = threading.RLock()
+        self._applied = threading.Condition(self.lock)
+        self._next_offsets: dict[int, int] = {}
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"view:{topic}", daemon=True)
+
+    def start(self) -> CompactedView[T]:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        if not self._ready.wait(timeout):
+            raise ViewNotReadyError(f"{self._topic} was not read to its end within {timeout} s")
+        if self._error is not None:
+            raise self._error
+
+    def wait_for_offset(self, partition: int, offset: int, timeout: float = 10.0) -> bool:
+        """Block until the record at `offset` of `partition` is applied (read-your-writes)."""
+        deadline = time.monotonic() + timeout
+        with self._applied:
+            while self._next_offsets.get(partition, 0) <= offset:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._applied.wait(remaining)
+        return True
+
+    def get(self, key: str) -> T | None:
+        return self._items.get(key)
+
+    def values(self) -> list[T]:
+        with self.lock:
+            return list(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _run(self) -> None:
+        try:
+            self._consume()
+        except BaseException as exc:  # surfaced to the service through wait_ready
+            log.exception("view of %s failed", self._topic)
+            self._error = exc
+            self._ready.set()
+
+    def _consume(self) -> None:
+        config = consumer_config(
+            self._settings,
+            # Views assign partitions themselves; the group id only satisfies librdkafka.
+            f"view-{uuid.uuid4().hex[:8]}",
+            {"enable.auto.commit": False, "enable.partition.eof": True},
+        )
+        consumer = Consumer(config)
+        try:
+            metadata = consumer.list_topics(self._topic, timeout=30)
+            topic_meta = metadata.topics.get(self._topic)
+            if topic_meta is None or topic_meta.error is not None:
+                raise ViewNotReadyError(f"topic {self._topic} does not exist")
+            partitions = sorted(topic_meta.partitions)
+            consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
+            at_end: set[int] = set()
+            while not self._stop.is_set():
+                for message in consumer.consume(num_messages=500, timeout=0.2):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            at_end.add(message.partition() or 0)
+                            if len(at_end) == len(partitions):
+                                self._ready.set()
+                            continue
+                        log.warning("view of %s: %s", self._topic, error)
+                        continue
+                    self._apply(message)
+        finally:
+            consumer.close()
+
+    def _apply(self, message: Message) -> None:
+        raw_key = message.key()
+        value = message.value()
+        key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else None
+        with self._applied:
+            if key is None:
+                self._poison(message, "missing_key", "compacted topic records need a key")
+            elif value is None:
+                self._items.pop(key, None)
+                self._notify(key, None)
+            else:
+                try:
+                    item = self._decode(value)
+                except (DecodeError, KeyError, TypeError, ValueError) as exc:
+                    self._poison(message, "undecodable", str(exc))
+                else:
+                    self._items[key] = item
+                    self._notify(key, item)
+            self._next_offsets[message.partition() or 0] = (message.offset() or 0) + 1
+            self._applied.notify_all()
+
+    def _notify(self, key: str, item: T | None) -> None:
+        if self._on_change is not None:
+            self._on_change(key, item)
+
+    def _poison(self, message: Message, reason: str, detail: str) -> None:
+        log.warning(
+            "view of %s: skipped record at %s/%s: %s: %s",
+            self._topic,
+            message.partition(),
+            message.offset(),
+            reason,
+            detail,
+        )
+        if self._on_poison is not None:
+            self._on_poison(message, reason, detail)
+
+
+def webhook_view(
+    settings: Settings,
+    codec: Codec,
+    topic: str,
+    on_change: ChangeHandler[Webhook] | None = None,
+    on_poison: PoisonHandler | None = None,
+) -> CompactedView[Webhook]:
+    def decode(value: bytes) -> Webhook:
+        return Webhook.from_record(codec.decode("Webhook", value))
+
+    return CompactedView(settings, topic, decode, on_change, on_poison)
+
+
+def principal_view(
+    settings: Settings,
+    codec: Codec,
+    topic: str,
+    on_poison: PoisonHandler | None = None,
+) -> CompactedView[Principal]:
+    def decode(value: bytes) -> Principal:
+        return Principal.from_record(codec.decode("Principal", value))
+
+    return CompactedView(settings, topic, decode, on_poison=on_poison)

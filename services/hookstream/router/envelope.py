@@ -1,0 +1,269 @@
+"""From a raw `events` record to the exact bytes each webhook receives.
+
+The router turns one event into thousands of deliveries, so everything here is arranged for
+the per-webhook step to be a dict lookup: the event is decoded and validated once, and each
+distinct redaction of its body is serialised once and shared.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from hookstream.core.catalog import Catalog, EventType, redact
+from hookstream.core.codec import Codec, DecodeError, decode_json_event, utc_iso
+
+EVENT_RECORD = "Event"
+JSON_CONTENT_TYPE = "application/json"
+DELIVERY_ID_PREFIX = "dlv_"
+_DELIVERY_ID_LENGTH = 26
+
+RejectReason = Literal[
+    "undecodable",
+    "missing_field",
+    "unknown_event_type",
+    "payload_too_large",
+    "invalid_field",
+]
+_TEXT_FIELDS = ("id", "type", "tenant_id")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedEvent:
+    id: str
+    type: str
+    tenant_id: str
+    occurred_at: str
+    data: dict[str, Any]
+    published_at_ms: int | None = None
+
+
+class RejectedEvent(Exception):
+    """An event the router will not deliver; `reason` is stable, `detail` is for humans."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: RejectReason = reason
+        self.detail = detail
+
+
+def parse_event(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | None,
+    codec: Codec,
+    catalog: Catalog,
+    max_payload_bytes: int,
+) -> RoutedEvent:
+    """Decode and validate one `events` record (Avro, or JSON when its header says so)."""
+    if value is None:
+        raise RejectedEvent("undecodable", "the record has no value (a tombstone)")
+    # Checked on the raw bytes, before any decoding work is spent on an oversized record.
+    if len(value) > max_payload_bytes:
+        raise RejectedEvent(
+            "payload_too_large",
+            f"the event is {len(value)} bytes, above the limit of {max_payload_bytes} bytes",
+        )
+    try:
+        if _is_json(headers):
+            record = decode_json_event(value)
+        else:
+            record = codec.decode(EVENT_RECORD, value)
+    except DecodeError as exc:
+        raise RejectedEvent(_decode_reason(str(exc)), str(exc)) from None
+
+    for name in _TEXT_FIELDS:
+        text = record.get(name)
+        if not isinstance(text, str) or not text:
+            raise RejectedEvent("invalid_field", f"event field {name!r} must be a non-empty string")
+    event_type: str = record["type"]
+    if catalog.get(event_type) is None:
+        raise RejectedEvent("unknown_event_type", f"{event_type!r} is not in the event catalog")
+    published_at_ms = record.get("published_at_ms")
+    if published_at_ms is not None and (
+        not isinstance(published_at_ms, int) or isinstance(published_at_ms, bool)
+    ):
+        raise RejectedEvent("invalid_field", "event field 'published_at_ms' must be an integer")
+    return RoutedEvent(
+        id=record["id"],
+        type=event_type,
+        tenant_id=record["tenant_id"],
+        occurred_at=_occurred_at(record.get("occurred_at")),
+        data=_data(record.get("data")),
+        published_at_ms=published_at_ms,
+    )
+
+
+def _is_json(headers: Sequence[tuple[str, bytes | None]] | None) -> bool:
+    for key, raw in headers or ():
+        if key.lower() == "content-type" and raw is not None:
+            # Tolerate parameters such as `; charset=utf-8`: JSON is UTF-8 either way.
+            media_type = raw.split(b";", 1)[0].strip().lower()
+            return media_type == JSON_CONTENT_TYPE.encode()
+    return False
+
+
+def _decode_reason(message: str) -> RejectReason:
+    # The codec's messages are the only signal of what went wrong: "is missing field 'x'" for
+    # an absent field and "event field 'x' ..." for a field present with a bad value.
+    if "missing field" in message:
+        return "missing_field"
+    if message.startswith("event field "):
+        return "invalid_field"
+    return "undecodable"
+
+
+def _occurred_at(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise RejectedEvent("invalid_field", "event field 'occurred_at' must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise RejectedEvent(
+            "invalid_field", f"event field 'occurred_at' is not ISO 8601: {value!r}"
+        ) from None
+    # Same normalisation as JSON-sent events, so receivers see one format whatever the source.
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return utc_iso(moment)
+
+
+def _data(value: Any) -> dict[str, Any]:
+    # Avro carries `data` as JSON text (the schema cannot describe arbitrary objects); the JSON
+    # path re-serialises it the same way, so both arrive here as text.
+    if isinstance(value, str | bytes):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise RejectedEvent(
+                "invalid_field", f"event field 'data' is not valid JSON: {exc}"
+            ) from None
+    if not isinstance(value, dict):
+        raise RejectedEvent("invalid_field", "event field 'data' must be a JSON object")
+    return value
+
+
+def delivery_id(event_id: str, webhook_id: str) -> str:
+    """The id of the delivery of `event_id` to `webhook_id`, the same on every computation.
+
+    Deterministic so that a router re-processing an event after a crash produces the same
+    deliveries, which downstream deduplicates, instead of sending the event twice.
+    """
+    digest = hashlib.sha256(f"{event_id}\0{webhook_id}".encode()).digest()
+    encoded = base64.b32encode(digest).decode("ascii").lower()
+    return DELIVERY_ID_PREFIX + encoded[:_DELIVERY_ID_LENGTH]
+
+
+def build_body(event: RoutedEvent, data: Mapping[str, Any], api_version: str) -> bytes:
+    """The request body: the envelope fields in their documented order, then `data`."""
+    return orjson.dumps(
+        {
+            "id": event.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "api_version": api_version,
+            # orjson serialises real dicts only; the catalog and redact hand out dicts already.
+            "data": data if isinstance(data, dict) else dict(data),
+        }
+    )
+
+
+_Hidden = tuple[str, ...]
+
+
+class EventBodies:
+    """The bodies of one event for every owner visibility, each serialised once.
+
+    Webhooks whose owners see the same fields get the very same bytes object, so fanning one
+    event out to many webhooks costs one serialisation per distinct redaction.
+    """
+
+    __slots__ = ("_api_version", "_by_hidden", "_by_permissions", "event", "event_type")
+
+    def __init__(self, event: RoutedEvent, event_type: EventType, api_version: str) -> None:
+        self.event = event
+        self.event_type = event_type
+        self._api_version = api_version
+        self._by_permissions: dict[frozenset[str] | None, bytes | None] = {}
+        self._by_hidden: dict[_Hidden, bytes] = {}
+
+    def body_for(self, permissions: frozenset[str] | None) -> bytes | None:
+        """The body for an owner with `permissions`; None when the owner may not see it.
+
+        `permissions=None` means unrestricted: a platform-level webhook with no owner. A
+        webhook whose owner is set but unknown must be skipped by the caller, not passed None.
+        """
+        try:
+            # Owners mostly share a handful of roles; frozensets cache their hash, so a repeat
+            # visibility costs one dict lookup.
+            return self._by_permissions[permissions]
+        except KeyError:
+            pass
+        body = self._build(permissions)
+        self._by_permissions[permissions] = body
+        return body
+
+    def _build(self, permissions: frozenset[str] | None) -> bytes | None:
+        if permissions is None:
+            return self._body((), None)
+        if not self.event_type.visible_to(permissions):
+            return None
+        data = self.event.data
+        hidden = tuple(
+            name
+            for name, needed in self.event_type.field_permissions.items()
+            if needed not in permissions and name in data
+        )
+        return self._body(hidden, permissions)
+
+    def _body(self, hidden: _Hidden, permissions: frozenset[str] | None) -> bytes:
+        body = self._by_hidden.get(hidden)
+        if body is None:
+            data = self.event.data
+            if permissions is not None and hidden:
+                data = redact(data, self.event_type, permissions)
+            body = build_body(self.event, data, self._api_version)
+            self._by_hidden[hidden] = body
+        return body
+
+
+class BodyShaper:
+    """Shapes event bodies per owner; holds the catalog and API version for the process."""
+
+    __slots__ = ("_current", "api_version", "catalog")
+
+    def __init__(self, catalog: Catalog, api_version: str) -> None:
+        self.catalog = catalog
+        self.api_version = api_version
+        self._current: EventBodies | None = None
+
+    def bodies(self, event: RoutedEvent, event_type: EventType | None = None) -> EventBodies:
+        """A fresh body cache for one event; look the type up when the caller has not."""
+        if event_type is None:
+            event_type = self.catalog.get(event.type)
+            if event_type is None:
+                raise RejectedEvent(
+                    "unknown_event_type", f"{event.type!r} is not in the event catalog"
+                )
+        return EventBodies(event, event_type, self.api_version)
+
+    def body_for(
+        self,
+        event: RoutedEvent,
+        event_type: EventType,
+        permissions: frozenset[str] | None,
+    ) -> bytes | None:
+        """Like `EventBodies.body_for`, reusing the cache while calls concern the same event.
+
+        Only the latest event is remembered, which matches the router handling events one at
+        a time; interleaved events stay correct and merely lose the sharing.
+        """
+        current = self._current
+        if current is None or current.event is not event or current.event_type is not event_type:
+            current = self._current = EventBodies(event, event_type, self.api_version)
+        return current.body_for(permissions)

@@ -1,0 +1,232 @@
+"""The router: `events` -> one `deliveries` record per subscribed webhook, exactly once.
+
+Each consumed batch is routed inside one Kafka transaction that also carries the batch's
+consumer offsets, so a crash at any point either publishes the whole batch's deliveries
+with its offsets or none of them. No transaction is open while `consume()` runs, which
+keeps rebalances simple: there is never uncommitted work to hand over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from hookstream.core.catalog import Catalog, default_catalog
+from hookstream.core.codec import Codec, default_codec
+from hookstream.core.deadletter import dead_letter
+from hookstream.core.kafka import consumer_config, producer_config
+from hookstream.core.runner import run_until_signalled
+from hookstream.core.settings import Settings
+from hookstream.core.topics import Topics
+from hookstream.core.view import CompactedView, principal_view, webhook_view
+from hookstream.core.webhooks import Principal, Webhook
+from hookstream.router.envelope import BodyShaper, RejectedEvent, delivery_id, parse_event
+from hookstream.router.matching import SubscriptionIndex
+
+log = logging.getLogger(__name__)
+
+ROUTER_GROUP = "router"
+
+
+class Router:
+    def __init__(
+        self, settings: Settings, codec: Codec | None = None, catalog: Catalog | None = None
+    ) -> None:
+        self.settings = settings
+        self.codec = codec or default_codec()
+        self.catalog = catalog or default_catalog()
+        self.topics = Topics.from_settings(settings)
+        self.index = SubscriptionIndex()
+        self.shaper = BodyShaper(self.catalog, settings.api_version)
+        # View poison cannot go through the transactional producer (it arrives outside any
+        # transaction), so it has its own idempotent producer.
+        self._poison_producer = Producer(producer_config(settings))
+        self.webhooks: CompactedView[Webhook] = webhook_view(
+            settings, self.codec, self.topics.webhooks, self._webhook_changed, self._view_poison
+        )
+        self.principals: CompactedView[Principal] = principal_view(
+            settings, self.codec, self.topics.principals, self._view_poison
+        )
+
+    def _webhook_changed(self, webhook_id: str, webhook: Webhook | None) -> None:
+        if webhook is None:
+            self.index.remove(webhook_id)
+        else:
+            self.index.upsert(webhook)
+
+    def _view_poison(self, message: Message, reason: str, detail: str) -> None:
+        record = dead_letter(message, reason, detail)
+        value = self.codec.encode("DeadLetter", record)
+        self._poison_producer.produce(self.topics.dlq, value=value)
+        self._poison_producer.poll(0)
+
+    def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
+        self.webhooks.start()
+        self.principals.start()
+        try:
+            self.webhooks.wait_ready()
+            self.principals.wait_ready()
+            log.info("router: %d webhooks loaded, routing", len(self.webhooks))
+            self._route_until(stop, ready)
+        finally:
+            self.webhooks.stop()
+            self.principals.stop()
+            self._poison_producer.flush(10)
+
+    def _route_until(self, stop: threading.Event, ready: threading.Event | None) -> None:
+        producer = Producer(
+            producer_config(
+                self.settings,
+                transactional_id=f"{self.settings.consumer_group_prefix}{ROUTER_GROUP}-"
+                f"{self.settings.instance_id}",
+                extra={"transaction.timeout.ms": 15000},
+            )
+        )
+        producer.init_transactions(30)
+        consumer = Consumer(
+            consumer_config(self.settings, ROUTER_GROUP, {"enable.auto.commit": False})
+        )
+        consumer.subscribe([self.topics.events])
+        if ready is not None:
+            ready.set()
+        try:
+            while not stop.is_set():
+                batch = consumer.consume(num_messages=self.settings.router_batch_size, timeout=0.2)
+                if batch:
+                    self._route_batch(batch, producer, consumer)
+        finally:
+            consumer.close()
+            producer.flush(10)
+
+    def _route_batch(
+        self, batch: Sequence[Message], producer: Producer, consumer: Consumer
+    ) -> None:
+        producer.begin_transaction()
+        try:
+            with self.webhooks.lock:
+                for message in batch:
+                    self._route(message, producer)
+            producer.send_offsets_to_transaction(
+                _next_offsets(batch), consumer.consumer_group_metadata(), 30
+            )
+            producer.commit_transaction(60)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not error.txn_requires_abort():
+                raise
+            log.warning("router: transaction aborted, re-reading the batch: %s", error)
+            producer.abort_transaction(30)
+            _rewind(consumer, batch)
+
+    def _route(self, message: Message, producer: Producer) -> None:
+        error = message.error()
+        if error is not None:
+            log.warning("router: consume error: %s", error)
+            return
+        try:
+            event = parse_event(
+                message.value(),
+                _headers(message),
+                self.codec,
+                self.catalog,
+                self.settings.max_payload_bytes,
+            )
+        except RejectedEvent as rejected:
+            log.info("router: dead-lettered %s: %s", rejected.reason, rejected.detail)
+            record = dead_letter(message, rejected.reason, rejected.detail)
+            _produce(producer, self.topics.dlq, None, self.codec.encode("DeadLetter", record))
+            return
+        event_type = self.catalog.get(event.type)
+        if event_type is None:  # parse_event already rejects unknown types
+            return
+        bodies = self.shaper.bodies(event, event_type)
+        now_ms = int(time.time() * 1000)
+        for webhook in self.index.match(event.tenant_id, event.type):
+            allowed, permissions = self._owner_permissions(webhook)
+            if not allowed:
+                continue
+            body = bodies.body_for(permissions)
+            if body is None:
+                continue
+            delivery: dict[str, Any] = {
+                "delivery_id": delivery_id(event.id, webhook.id),
+                "event_id": event.id,
+                "event_type": event.type,
+                "tenant_id": event.tenant_id,
+                "webhook_id": webhook.id,
+                "body": body,
+                "attempt": 1,
+                "trigger": "test" if event.type == "webhook.test" else "scheduled",
+                "due_at_ms": 0,
+                "created_at_ms": event.published_at_ms or now_ms,
+                "first_attempt_at_ms": None,
+            }
+            _produce(
+                producer,
+                self.topics.deliveries,
+                webhook.id.encode(),
+                self.codec.encode("Delivery", delivery),
+            )
+
+    def _owner_permissions(self, webhook: Webhook) -> tuple[bool, frozenset[str] | None]:
+        """Whether the webhook may receive at all, and its owner's permissions.
+
+        A webhook without an owner is the tenant's own and sees everything (None); one whose
+        owner is unknown or belongs to another tenant receives nothing.
+        """
+        if webhook.owner_id is None:
+            return True, None
+        principal = self.principals.get(webhook.owner_id)
+        if principal is None or principal.tenant_id != webhook.tenant_id:
+            return False, None
+        return True, principal.permissions
+
+
+def _headers(message: Message) -> list[tuple[str, bytes | None]]:
+    headers = message.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
+
+
+def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value)
+            return
+        except BufferError:
+            # The local queue is full: let librdkafka send some before adding more.
+            producer.poll(0.05)
+
+
+def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
+    highest: dict[tuple[str, int], int] = {}
+    for message in batch:
+        key = (message.topic() or "", message.partition() or 0)
+        offset = message.offset() or 0
+        if offset >= highest.get(key, -1):
+            highest[key] = offset
+    return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
+
+
+def _rewind(consumer: Consumer, batch: Sequence[Message]) -> None:
+    lowest: dict[tuple[str, int], int] = {}
+    for message in batch:
+        key = (message.topic() or "", message.partition() or 0)
+        offset = message.offset() or 0
+        lowest[key] = min(offset, lowest.get(key, offset))
+    for (topic, part), offset in lowest.items():
+        try:
+            consumer.seek(TopicPartition(topic, part, offset))
+        except KafkaException as exc:
+            # The partition moved to another member in the meantime; it re-reads from the
+            # committed offset there.
+            log.info("router: not rewinding %s[%d]: %s", topic, part, exc)
+
+
+def run_router(settings: Settings) -> int:
+    return run_until_signalled("router", Router(settings).run)
