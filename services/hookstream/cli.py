@@ -82,8 +82,14 @@ def _run_router(settings: Settings) -> int:
     return run_router(settings)
 
 
+def _run_sender(settings: Settings) -> int:
+    from hookstream.sender.service import run_sender
+
+    return run_sender(settings)
+
+
 # Each service is imported only when it runs; `run all` starts every one.
-SERVICES: dict[str, Callable[[Settings], int]] = {"router": _run_router}
+SERVICES: dict[str, Callable[[Settings], int]] = {"router": _run_router, "sender": _run_sender}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

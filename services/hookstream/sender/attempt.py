@@ -1,0 +1,143 @@
+"""What one attempt leaves behind: its log record, and the retry, dead letter or webhook update.
+
+Pure functions of the attempt's facts, so the whole outcome table is unit-testable without
+Kafka or HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hookstream.core.settings import Settings
+from hookstream.core.topics import Topics
+from hookstream.core.webhooks import Webhook
+from hookstream.sender.outcome import HttpResult, Outcome, classify, retry_delay
+
+DUE_AT_HEADER = "hookstream-due-at-ms"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the delivery record was read from; makes attempt ids stable across re-reads."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conclusion:
+    outcome: Outcome
+    attempt: dict[str, Any]
+    retry_topic: str | None = None
+    retry: dict[str, Any] | None = None
+    dead_letter_reason: str | None = None
+    disabled_webhook: Webhook | None = None
+
+
+def attempt_id(delivery_id: str, attempt: int, source: Source) -> str:
+    """Deterministic: re-processing the same record after a crash logs the same attempt id."""
+    digest = hashlib.sha256(
+        f"{delivery_id}\0{attempt}\0{source.topic}\0{source.partition}\0{source.offset}".encode()
+    ).digest()
+    return "att_" + base64.b32encode(digest).decode("ascii").lower()[:26]
+
+
+def conclude(
+    delivery: Mapping[str, Any],
+    source: Source,
+    webhook: Webhook | None,
+    result: HttpResult | None,
+    started_at_ms: int,
+    settings: Settings,
+    topics: Topics,
+    rng: random.Random,
+    skip_reason: str | None = None,
+) -> Conclusion:
+    """Everything that follows an attempt. `result` is None when no request was made."""
+    number: int = delivery["attempt"]
+    if result is None:
+        outcome = Outcome.SKIPPED
+        result = HttpResult(status_code=None, duration_ms=0, error=skip_reason)
+    else:
+        outcome = classify(result)
+    retry_topic: str | None = None
+    retry: dict[str, Any] | None = None
+    next_attempt_at_ms: int | None = None
+    dead_letter_reason: str | None = None
+    disabled: Webhook | None = None
+
+    if outcome is Outcome.TEMPORARY_FAILURE:
+        delay = retry_delay(
+            settings.retry_schedule,
+            number,
+            settings.retry_jitter,
+            result.retry_after,
+            result.status_code,
+            rng,
+        )
+        if delay is None:
+            outcome = Outcome.EXHAUSTED
+            dead_letter_reason = "exhausted"
+        else:
+            tier = topics.retry_tiers[number - 1]
+            next_attempt_at_ms = started_at_ms + result.duration_ms + round(delay * 1000)
+            retry_topic = tier.topic
+            retry = {
+                **_delivery_fields(delivery),
+                "attempt": number + 1,
+                "due_at_ms": next_attempt_at_ms,
+                "first_attempt_at_ms": delivery.get("first_attempt_at_ms") or started_at_ms,
+                "tier": tier.topic.rsplit(".", 1)[-1],
+                "previous_status_code": result.status_code,
+                "previous_error": result.error,
+            }
+    elif outcome is Outcome.PERMANENT_FAILURE:
+        dead_letter_reason = "permanent_failure"
+        if result.status_code == 410 and webhook is not None:
+            disabled = webhook.disabled(
+                f"endpoint answered 410 Gone on delivery {delivery['delivery_id']}",
+                started_at_ms + result.duration_ms,
+            )
+    elif outcome is Outcome.REFUSED:
+        dead_letter_reason = "destination_refused"
+
+    attempt = {
+        "attempt_id": attempt_id(delivery["delivery_id"], number, source),
+        "delivery_id": delivery["delivery_id"],
+        "event_id": delivery["event_id"],
+        "webhook_id": delivery["webhook_id"],
+        "tenant_id": delivery["tenant_id"],
+        "event_type": delivery["event_type"],
+        "attempt_number": number,
+        "trigger": delivery["trigger"],
+        "url": webhook.url if webhook is not None else "",
+        "started_at_ms": started_at_ms,
+        "duration_ms": result.duration_ms,
+        "status_code": result.status_code,
+        "outcome": str(outcome),
+        "error": result.error,
+        "response_body": result.response_body,
+        "next_attempt_at_ms": next_attempt_at_ms,
+        "webhook_disabled": disabled is not None,
+    }
+    return Conclusion(outcome, attempt, retry_topic, retry, dead_letter_reason, disabled)
+
+
+def _delivery_fields(delivery: Mapping[str, Any]) -> dict[str, Any]:
+    keys = (
+        "delivery_id",
+        "event_id",
+        "event_type",
+        "tenant_id",
+        "webhook_id",
+        "body",
+        "trigger",
+        "created_at_ms",
+    )
+    return {key: delivery[key] for key in keys}

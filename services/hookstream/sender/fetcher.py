@@ -1,0 +1,303 @@
+"""The sender's consumer thread: fetch, hold back what is not due, commit what is finished.
+
+Every call on the consumer happens on this one thread (librdkafka consumers are not meant
+to be shared), including the rebalance callbacks. The asyncio side only hands finished
+offsets back through a queue.
+
+- A retry partition whose head record is not yet due is paused, seeked back to that record
+  and resumed when it is due; nothing is ever sent early and the poll loop never sleeps.
+- When too many records are outstanding every partition is paused (and seeked back to its
+  position) until the work drains: backpressure without blocking heartbeats.
+- Offsets are stored only up to the lowest unfinished record of each partition; auto-commit
+  then commits what was stored, and a revoke commits synchronously.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from hookstream.core.kafka import consumer_config
+from hookstream.core.settings import Settings
+from hookstream.sender.attempt import DUE_AT_HEADER
+from hookstream.sender.offsets import OffsetTracker
+
+log = logging.getLogger(__name__)
+
+SENDER_GROUP = "sender"
+Partition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    message: Message
+    # Which assignment of the partition this record belongs to: a finish reported after the
+    # partition was revoked (and maybe re-assigned) must not move the new owner's offsets.
+    epoch: int
+
+    @property
+    def partition(self) -> Partition:
+        return (self.message.topic() or "", self.message.partition() or 0)
+
+
+def due_at_ms(message: Message) -> int:
+    headers = message.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for key, value in pairs:
+        if key == DUE_AT_HEADER and value:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+class Fetcher:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        retry_topics: frozenset[str],
+        deliver: Callable[[list[Fetched]], None],
+        max_outstanding: int,
+    ) -> None:
+        self._settings = settings
+        self._topics = list(topics)
+        self._retry_topics = retry_topics
+        self._deliver = deliver
+        self._max_outstanding = max_outstanding
+        self._finished: queue.SimpleQueue[Fetched] = queue.SimpleQueue()
+        self._trackers: dict[Partition, OffsetTracker] = {}
+        self._epochs: dict[Partition, int] = {}
+        self._epoch = 0
+        self._due: dict[Partition, int] = {}
+        self._backpressured = False
+        self._outstanding = 0
+        self._fetching = threading.Event()
+        self._fetching.set()
+        self._stop = threading.Event()
+        self._drain_deadline = 0.0
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sender-fetcher", daemon=True)
+
+    # -- called from other threads -------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finished(self, item: Fetched) -> None:
+        self._finished.put(item)
+
+    def stop(self, grace: float) -> None:
+        """Stop fetching, wait up to `grace` seconds for outstanding work, commit, close."""
+        self._drain_deadline = time.monotonic() + grace
+        self._fetching.clear()
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+    # -- the consumer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        config = consumer_config(
+            self._settings,
+            SENDER_GROUP,
+            {
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                "auto.commit.interval.ms": 1000,
+            },
+        )
+        consumer = Consumer(config)
+        try:
+            consumer.subscribe(
+                self._topics,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            self.ready.set()
+            while not self._stop.is_set():
+                self._poll_once(consumer)
+            self._drain(consumer)
+        except BaseException as exc:
+            log.exception("sender: consumer thread failed")
+            self.error = exc
+        finally:
+            self.ready.set()
+            try:
+                consumer.close()
+            except KafkaException as exc:
+                log.warning("sender: closing the consumer: %s", exc)
+
+    def _poll_once(self, consumer: Consumer) -> None:
+        self._apply_finished(consumer)
+        self._resume_due(consumer)
+        self._apply_backpressure(consumer)
+        batch = consumer.consume(num_messages=500, timeout=0.1)
+        if batch:
+            ready = self._admit(consumer, batch)
+            if ready:
+                self._deliver(ready)
+
+    def _admit(self, consumer: Consumer, batch: list[Message]) -> list[Fetched]:
+        """Track the records to work on; hold back retry records that are not yet due."""
+        now_ms = int(time.time() * 1000)
+        ready: list[Fetched] = []
+        for message in batch:
+            error = message.error()
+            if error is not None:
+                log.warning("sender: consume error: %s", error)
+                continue
+            part = (message.topic() or "", message.partition() or 0)
+            if part in self._due or part not in self._trackers:
+                continue  # paused earlier in this batch, or no longer ours
+            if part[0] in self._retry_topics:
+                due = due_at_ms(message)
+                if due > now_ms:
+                    self._hold(consumer, part, message.offset() or 0, due)
+                    continue
+            self._trackers[part].started(message.offset() or 0)
+            self._outstanding += 1
+            ready.append(Fetched(message, self._epochs[part]))
+        return ready
+
+    def _hold(self, consumer: Consumer, part: Partition, offset: int, due_ms: int) -> None:
+        topic_partition = TopicPartition(part[0], part[1], offset)
+        consumer.pause([topic_partition])
+        consumer.seek(topic_partition)
+        self._due[part] = due_ms
+
+    def _resume_due(self, consumer: Consumer) -> None:
+        if not self._due:
+            return
+        now_ms = int(time.time() * 1000)
+        due = [part for part, when in self._due.items() if when <= now_ms]
+        for part in due:
+            del self._due[part]
+        if due and not self._backpressured:
+            consumer.resume([TopicPartition(topic, p) for topic, p in due])
+
+    def _apply_backpressure(self, consumer: Consumer) -> None:
+        if not self._backpressured and self._outstanding >= self._max_outstanding:
+            assigned = list(consumer.assignment())
+            if not assigned:
+                return
+            consumer.pause(assigned)
+            # Records fetched but not yet returned are dropped by the pause; seek back so
+            # the resume starts right after the last record we took.
+            for position in consumer.position(assigned):
+                part = (position.topic, position.partition)
+                if position.offset >= 0 and part not in self._due:
+                    consumer.seek(position)
+            self._backpressured = True
+        elif self._backpressured and self._outstanding <= self._max_outstanding // 2:
+            resumable = [
+                tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in self._due
+            ]
+            if resumable:
+                consumer.resume(resumable)
+            self._backpressured = False
+
+    def _apply_finished(self, consumer: Consumer) -> None:
+        touched: set[Partition] = set()
+        while True:
+            try:
+                item = self._finished.get_nowait()
+            except queue.Empty:
+                break
+            part = item.partition
+            tracker = self._trackers.get(part)
+            if tracker is None or self._epochs.get(part) != item.epoch:
+                continue
+            tracker.finished(item.message.offset() or 0)
+            self._outstanding -= 1
+            touched.add(part)
+        if touched:
+            self._store(consumer, touched)
+
+    def _store(self, consumer: Consumer, parts: set[Partition]) -> list[TopicPartition]:
+        offsets = []
+        for part in parts:
+            tracker = self._trackers.get(part)
+            committable = tracker.committable() if tracker is not None else None
+            if committable is not None:
+                offsets.append(TopicPartition(part[0], part[1], committable))
+        if offsets:
+            try:
+                consumer.store_offsets(offsets=offsets)
+            except KafkaException as exc:
+                log.info("sender: storing offsets: %s", exc)
+        return offsets
+
+    def _drain(self, consumer: Consumer) -> None:
+        assigned = list(consumer.assignment())
+        if assigned:
+            consumer.pause(assigned)
+        while self._outstanding > 0 and time.monotonic() < self._drain_deadline:
+            self._apply_finished(consumer)
+            consumer.consume(num_messages=1, timeout=0.05)  # keeps the group session alive
+        self._apply_finished(consumer)
+        self._commit(consumer, set(self._trackers))
+
+    def _commit(self, consumer: Consumer, parts: set[Partition]) -> None:
+        offsets = self._store(consumer, parts)
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("sender: commit failed: %s", exc)
+
+    # -- rebalance callbacks (run inside consume(), on this thread) --------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(partitions)
+        for tp in partitions:
+            part = (tp.topic, tp.partition)
+            self._epoch += 1
+            self._epochs[part] = self._epoch
+            self._trackers[part] = OffsetTracker()
+            self._due.pop(part, None)
+        if self._backpressured and partitions:
+            # Newly assigned partitions come unpaused; backpressure applies to them too.
+            consumer.pause(partitions)
+        log.info("sender: assigned %s", _names(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        parts = {(tp.topic, tp.partition) for tp in partitions}
+        try:
+            self._apply_finished(consumer)
+            self._commit(consumer, parts & set(self._trackers))
+        finally:
+            self._forget(parts)
+        log.info("sender: revoked %s", _names(partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may own these already: committing now could move its offsets.
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+        log.warning("sender: lost %s", _names(partitions))
+
+    def _forget(self, parts: set[Partition]) -> None:
+        for part in parts:
+            tracker = self._trackers.pop(part, None)
+            if tracker is not None:
+                self._outstanding -= tracker.in_flight
+            self._epochs.pop(part, None)
+            self._due.pop(part, None)
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

@@ -1,0 +1,328 @@
+"""The sender: `deliveries` and every `retry.<delay>` topic -> signed HTTP POSTs.
+
+Each record becomes an asyncio task, bounded globally and per webhook, so one slow endpoint
+never holds up the others in its partition. A record counts as finished only once its attempt
+record and any retry / dead letter / webhook update are acknowledged by Kafka; only then
+may its offset be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from hookstream.core import signing
+from hookstream.core.codec import Codec, DecodeError, default_codec
+from hookstream.core.deadletter import dead_letter
+from hookstream.core.kafka import producer_config
+from hookstream.core.runner import configure_logging
+from hookstream.core.settings import Settings
+from hookstream.core.topics import Topics
+from hookstream.core.view import CompactedView, webhook_view
+from hookstream.core.webhooks import Webhook
+from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclude
+from hookstream.sender.fetcher import Fetched, Fetcher
+from hookstream.sender.http import HttpSender
+from hookstream.sender.outcome import HttpResult
+
+log = logging.getLogger(__name__)
+
+# Records taken from Kafka but not finished, as a multiple of the in-flight bound: enough to
+# keep every slot busy while some webhooks are at their own limit, small enough for memory.
+OUTSTANDING_PER_SLOT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, str | bytes | None]] | None = None
+
+
+class _WebhookSlots:
+    """Per-webhook semaphores that exist only while the webhook has work."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    async def __call__(self, webhook_id: str) -> _Held:
+        entry = self._slots.get(webhook_id)
+        if entry is None:
+            entry = (asyncio.Semaphore(self._limit), [0])
+            self._slots[webhook_id] = entry
+        entry[1][0] += 1
+        await entry[0].acquire()
+        return _Held(self, webhook_id)
+
+    def release(self, webhook_id: str) -> None:
+        semaphore, users = self._slots[webhook_id]
+        semaphore.release()
+        users[0] -= 1
+        if users[0] == 0:
+            del self._slots[webhook_id]
+
+
+@dataclass(slots=True)
+class _Held:
+    slots: _WebhookSlots
+    webhook_id: str
+
+    def release(self) -> None:
+        self.slots.release(self.webhook_id)
+
+
+class Sender:
+    def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
+        self.settings = settings
+        self.codec = codec or default_codec()
+        self.topics = Topics.from_settings(settings)
+        self.webhooks: CompactedView[Webhook] = webhook_view(
+            settings, self.codec, self.topics.webhooks
+        )
+        self.http = HttpSender(settings)
+        self.producer = Producer(producer_config(settings))
+        self._rng = random.Random()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._global = asyncio.Semaphore(self.settings.max_in_flight)
+        self._per_webhook = _WebhookSlots(self.settings.max_in_flight_per_webhook)
+        self.webhooks.start()
+        producer_stop = threading.Event()
+        poller = threading.Thread(
+            target=_poll_producer, args=(self.producer, producer_stop), daemon=True
+        )
+        poller.start()
+        fetcher: Fetcher | None = None
+
+        def deliver(batch: list[Fetched]) -> None:
+            loop.call_soon_threadsafe(self._dispatch, fetcher, batch)
+
+        try:
+            await loop.run_in_executor(None, self.webhooks.wait_ready)
+            await self.http.start()
+            tier_topics = [tier.topic for tier in self.topics.retry_tiers]
+            fetcher = Fetcher(
+                self.settings,
+                [self.topics.deliveries, *tier_topics],
+                frozenset(tier_topics),
+                deliver,
+                self.settings.max_in_flight * OUTSTANDING_PER_SLOT,
+            )
+            fetcher.start()
+            await loop.run_in_executor(None, fetcher.ready.wait)
+            if ready is not None:
+                ready.set()
+            await self._wait_for_stop(stop, fetcher)
+        finally:
+            if fetcher is not None:
+                fetcher.stop(self.settings.shutdown_grace)
+                if self._tasks:
+                    await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace)
+                await loop.run_in_executor(None, fetcher.join)
+            await self.http.close()
+            await loop.run_in_executor(None, self.producer.flush, 10.0)
+            producer_stop.set()
+            self.webhooks.stop()
+        if self._failure is not None:
+            raise self._failure
+        if fetcher is not None and fetcher.error is not None:
+            raise fetcher.error
+
+    async def _wait_for_stop(self, stop: asyncio.Event, fetcher: Fetcher) -> None:
+        while not stop.is_set():
+            if self._failure is not None or fetcher.error is not None:
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+            except TimeoutError:
+                continue
+
+    def _dispatch(self, fetcher: Fetcher | None, batch: list[Fetched]) -> None:
+        assert fetcher is not None
+        for item in batch:
+            task = asyncio.create_task(self._handle(fetcher, item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, fetcher: Fetcher, item: Fetched) -> None:
+        try:
+            await self._process(item)
+        except Exception as exc:
+            # Unknown failure (e.g. Kafka refused our output): the offset stays uncommitted
+            # and the service stops, so a restart re-processes the record.
+            log.exception("sender: failed to process a delivery; stopping")
+            self._failure = exc
+            return
+        fetcher.finished(item)
+
+    async def _process(self, item: Fetched) -> None:
+        message = item.message
+        topic = message.topic() or ""
+        record_name = "Delivery" if topic == self.topics.deliveries else "Retry"
+        try:
+            delivery = self.codec.decode(record_name, message.value() or b"")
+        except DecodeError as exc:
+            log.warning("sender: dead-lettered an undecodable %s record: %s", topic, exc)
+            record = dead_letter(message, "undecodable", str(exc))
+            await self._produce(
+                [Outgoing(self.topics.dlq, message.key(), self.codec.encode("DeadLetter", record))]
+            )
+            return
+        source = Source(topic, message.partition() or 0, message.offset() or 0)
+        held = await self._per_webhook(delivery["webhook_id"])
+        try:
+            async with self._global:
+                conclusion = await self._attempt(delivery, source)
+        finally:
+            held.release()
+        await self._produce(self._outputs(message, delivery, conclusion))
+
+    async def _attempt(self, delivery: dict[str, object], source: Source) -> Conclusion:
+        webhook = self.webhooks.get(str(delivery["webhook_id"]))
+        started_ms = int(time.time() * 1000)
+        skip: str | None = None
+        result: HttpResult | None = None
+        if webhook is None:
+            skip = "webhook deleted"
+        elif not webhook.enabled:
+            skip = f"webhook disabled: {webhook.disabled_reason or 'by its owner'}"
+        else:
+            secrets = webhook.signing_secrets(started_ms)
+            if not secrets:
+                skip = "webhook has no valid signing secret"
+            else:
+                body = delivery["body"]
+                assert isinstance(body, bytes)
+                headers = signing.headers(
+                    secrets,
+                    str(delivery["event_id"]),
+                    started_ms // 1000,
+                    body,
+                    self.settings.user_agent,
+                )
+                result = await self.http.send(webhook.url, headers, body)
+        return conclude(
+            delivery,
+            source,
+            webhook,
+            result,
+            started_ms,
+            self.settings,
+            self.topics,
+            self._rng,
+            skip_reason=skip,
+        )
+
+    def _outputs(
+        self, message: Message, delivery: dict[str, object], conclusion: Conclusion
+    ) -> list[Outgoing]:
+        key = str(delivery["webhook_id"]).encode()
+        encode = self.codec.encode
+        out = [Outgoing(self.topics.delivery_log, key, encode("Attempt", conclusion.attempt))]
+        if conclusion.retry is not None and conclusion.retry_topic is not None:
+            due = str(conclusion.retry["due_at_ms"]).encode()
+            out.append(
+                Outgoing(
+                    conclusion.retry_topic,
+                    key,
+                    encode("Retry", conclusion.retry),
+                    [(DUE_AT_HEADER, due)],
+                )
+            )
+        if conclusion.dead_letter_reason is not None:
+            record = dead_letter(
+                message,
+                conclusion.dead_letter_reason,
+                conclusion.attempt["error"]
+                or f"HTTP {conclusion.attempt['status_code']} on attempt "
+                f"{conclusion.attempt['attempt_number']}",
+                webhook_id=str(delivery["webhook_id"]),
+                delivery_id=str(delivery["delivery_id"]),
+                event_id=str(delivery["event_id"]),
+            )
+            out.append(Outgoing(self.topics.dlq, key, encode("DeadLetter", record)))
+        if conclusion.disabled_webhook is not None:
+            webhook = conclusion.disabled_webhook
+            out.append(Outgoing(self.topics.webhooks, key, encode("Webhook", webhook.to_record())))
+        return out
+
+    async def _produce(self, records: Sequence[Outgoing]) -> None:
+        """Produce every record and wait until Kafka has acknowledged all of them."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for record in records:
+            future: asyncio.Future[None] = loop.create_future()
+            futures.append(future)
+            callback = _delivery_callback(loop, future)
+            while True:
+                try:
+                    self.producer.produce(
+                        record.topic,
+                        key=record.key,
+                        value=record.value,
+                        headers=record.headers,
+                        on_delivery=callback,
+                    )
+                    break
+                except BufferError:
+                    await asyncio.sleep(0.01)
+        await asyncio.gather(*futures)
+
+
+class ProduceFailedError(Exception):
+    pass
+
+
+def _delivery_callback(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+) -> Callable[[KafkaError | None, Message], None]:
+    def settle(error: KafkaError | None, _message: Message) -> None:
+        if error is None:
+            loop.call_soon_threadsafe(_set_result, future)
+        else:
+            loop.call_soon_threadsafe(_set_error, future, ProduceFailedError(str(error)))
+
+    return settle
+
+
+def _set_result(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _set_error(future: asyncio.Future[None], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _poll_producer(producer: Producer, stop: threading.Event) -> None:
+    # Delivery callbacks run inside poll(); a dedicated thread keeps them flowing.
+    while not stop.is_set():
+        producer.poll(0.1)
+
+
+def run_sender(settings: Settings) -> int:
+    configure_logging()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Sender(settings).run(stop)
+
+    asyncio.run(main())
+    return 0
