@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 
 from hookstream import localkafka
+from hookstream.core.admin import create_topics
 from hookstream.core.settings import Settings, load_settings
+from tests.pipeline import Platform, Service
+from tests.receiver import TestReceiver
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +34,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 SettingsFactory = Callable[..., Settings]
+ServiceStarter = Callable[..., Service]
 
 
 @pytest.fixture
@@ -64,3 +68,39 @@ def settings_factory(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) ->
 @pytest.fixture
 def settings(settings_factory: SettingsFactory) -> Settings:
     return settings_factory()
+
+
+@pytest.fixture
+def receiver() -> Iterator[TestReceiver]:
+    server = TestReceiver().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pipeline_settings(settings_factory: SettingsFactory) -> Settings:
+    """Settings for a pipeline test: loopback receivers allowed, topics created."""
+    settings = settings_factory(allow_private_targets=("127.0.0.0/8",), request_timeout=2.0)
+    create_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def platform(pipeline_settings: Settings) -> Platform:
+    return Platform(pipeline_settings)
+
+
+@pytest.fixture
+def services(pipeline_settings: Settings, tmp_path: Path) -> Iterator[ServiceStarter]:
+    started: list[Service] = []
+
+    def start(name: str, settings: Settings | None = None, **env: str) -> Service:
+        service = Service(settings or pipeline_settings, name, tmp_path, **env)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.close()

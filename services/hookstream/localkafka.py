@@ -285,8 +285,8 @@ def start(
                 "kafka.tools.StorageTool",
                 "format",
                 "--standalone",
-                "-t",
-                cluster_id,
+                # `=` form: a random id may start with "-", which argparse would read as a flag.
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(props),
             ],

@@ -1,0 +1,197 @@
+"""Test helpers that drive hookstream the way a platform does: through Kafka topics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from hookstream.core.codec import default_codec
+from hookstream.core.kafka import consumer_config, producer_config
+from hookstream.core.settings import Settings
+from hookstream.core.signing import new_secret
+from hookstream.core.topics import Topics
+from hookstream.core.webhooks import Principal, Webhook, WebhookSecret
+from tests.helpers import settings_env
+
+CODEC = default_codec()
+
+
+def make_webhook(
+    tenant_id: str,
+    url: str,
+    events: list[str],
+    *,
+    owner_id: str | None = None,
+    enabled: bool = True,
+    secret: str | None = None,
+) -> Webhook:
+    now_ms = int(time.time() * 1000)
+    return Webhook(
+        id=f"wh_{uuid.uuid4().hex[:16]}",
+        tenant_id=tenant_id,
+        name=f"test {tenant_id}",
+        url=url,
+        events=tuple(events),
+        secrets=(WebhookSecret(secret or new_secret()),),
+        enabled=enabled,
+        owner_id=owner_id,
+        created_at_ms=now_ms,
+        updated_at_ms=now_ms,
+    )
+
+
+class Platform:
+    """Publishes webhooks, principals and events as the platform (or the api) would."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.producer = Producer(producer_config(settings))
+
+    def webhook(self, webhook: Webhook) -> Webhook:
+        value = CODEC.encode("Webhook", webhook.to_record())
+        self.producer.produce(self.topics.webhooks, key=webhook.id.encode(), value=value)
+        self.flush()
+        return webhook
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self.producer.produce(self.topics.webhooks, key=webhook_id.encode(), value=None)
+        self.flush()
+
+    def principal(self, principal_id: str, tenant_id: str, permissions: list[str]) -> None:
+        record = Principal(principal_id, tenant_id, frozenset(permissions)).to_record()
+        self.producer.produce(
+            self.topics.principals,
+            key=principal_id.encode(),
+            value=CODEC.encode("Principal", record),
+        )
+        self.flush()
+
+    def event(
+        self,
+        tenant_id: str,
+        event_type: str,
+        data: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+        as_json: bool = False,
+        flush: bool = True,
+    ) -> str:
+        event_id = event_id or f"evt_{uuid.uuid4().hex}"
+        record = {
+            "id": event_id,
+            "type": event_type,
+            "tenant_id": tenant_id,
+            "occurred_at": "2026-11-27T10:00:00.000Z",
+            "data": data if data is not None else {"invoice_id": "inv_1"},
+        }
+        if as_json:
+            value = orjson.dumps(record)
+            headers = [("content-type", b"application/json")]
+        else:
+            record["data"] = orjson.dumps(record["data"]).decode()
+            record["published_at_ms"] = int(time.time() * 1000)
+            value = CODEC.encode("Event", record)
+            headers = None
+        self.raw(self.topics.events, value, key=tenant_id.encode(), headers=headers, flush=flush)
+        return event_id
+
+    def raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        flush: bool = True,
+    ) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, headers=headers)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        assert self.producer.flush(30) == 0, "produce did not complete"
+
+
+def read_topic(settings: Settings, topic: str, record: str | None) -> list[Any]:
+    """Every committed record of `topic` now, decoded as `record` (None: raw messages)."""
+    consumer = Consumer(
+        consumer_config(
+            settings,
+            f"reader-{uuid.uuid4().hex[:8]}",
+            {"enable.auto.commit": False, "enable.partition.eof": True},
+        )
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
+        out: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(at_end) < len(partitions) and time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=0.2):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(message.partition() or 0)
+                    continue
+                value = message.value()
+                if record is None:
+                    out.append(message)
+                elif value is not None:
+                    out.append(CODEC.decode(record, value))
+        return out
+    finally:
+        consumer.close()
+
+
+class Service:
+    """One `hookstream run <name>` process, as an operator would start it."""
+
+    def __init__(self, settings: Settings, name: str, log_dir: Path, **env: str) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        environment = settings_env(settings)
+        environment.update(env)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hookstream", "run", name],
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish anything."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()

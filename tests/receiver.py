@@ -1,0 +1,123 @@
+"""A real HTTP receiver on loopback that verifies every request like a customer would.
+
+Runs an aiohttp server on its own event loop thread so synchronous tests can use it. Each
+path is one endpoint with a settable behaviour (status, delay, Retry-After, fail N times).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook as Verifier
+from standardwebhooks.webhooks import WebhookVerificationError
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    verified: bool
+
+
+@dataclass
+class Behaviour:
+    status: int = 204
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    # Answer `fail_status` to the first `fail_first` requests, then `status`.
+    fail_first: int = 0
+    fail_status: int = 500
+    body: str = ""
+
+
+class TestReceiver:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.secrets: dict[str, list[str]] = {}
+        self.behaviours: dict[str, Behaviour] = {}
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> TestReceiver:
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def expect(self, path: str, secrets: list[str], behaviour: Behaviour | None = None) -> str:
+        """Register an endpoint verifying with `secrets`; returns its URL."""
+        with self._lock:
+            self.secrets[path] = list(secrets)
+            self.behaviours[path] = behaviour or Behaviour()
+        return self.url(path)
+
+    def behave(self, path: str, behaviour: Behaviour) -> None:
+        with self._lock:
+            self.behaviours[path] = behaviour
+
+    def received(self, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._started.set()
+        self._loop.run_forever()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        path = request.path
+        with self._lock:
+            secrets = list(self.secrets.get(path, []))
+            behaviour = self.behaviours.get(path, Behaviour())
+            seen = sum(1 for r in self.requests if r.path == path)
+            self.requests.append(
+                Received(path, headers, body, time.time(), _verify(secrets, body, headers))
+            )
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        status = behaviour.fail_status if seen < behaviour.fail_first else behaviour.status
+        return web.Response(status=status, headers=behaviour.headers, text=behaviour.body)
+
+
+def _verify(secrets: list[str], body: bytes, headers: dict[str, str]) -> bool:
+    for secret in secrets:
+        try:
+            Verifier(secret).verify(body, headers)
+            return True
+        except WebhookVerificationError:
+            continue
+    return False
