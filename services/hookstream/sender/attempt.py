@@ -125,6 +125,8 @@ def conclude(
         "response_body": result.response_body,
         "next_attempt_at_ms": next_attempt_at_ms,
         "webhook_disabled": disabled is not None,
+        # Later attempts repeat the same bytes; the store keeps them from the first.
+        "body": delivery["body"] if number == 1 or delivery["trigger"] != "scheduled" else None,
     }
     return Conclusion(outcome, attempt, retry_topic, retry, dead_letter_reason, disabled)
 
