@@ -45,6 +45,7 @@ ATTEMPT: dict[str, Any] = {
     "response_body": "unavailable",
     "next_attempt_at_ms": 1_714_000_300_000,
     "webhook_disabled": False,
+    "body": None,
 }
 
 DELIVERY: dict[str, Any] = {
@@ -190,6 +191,7 @@ RECORDS: list[tuple[str, dict[str, Any]]] = [
             "response_body": None,
             "next_attempt_at_ms": None,
             "webhook_disabled": True,
+            "body": b'{"id": "evt_1"}',
         },
     ),
 ]
@@ -248,7 +250,7 @@ def test_old_attempt_decodes_with_current_reader(codec: Codec) -> None:
     old_record = {
         key: value
         for key, value in ATTEMPT.items()
-        if key not in ("next_attempt_at_ms", "webhook_disabled")
+        if key not in ("next_attempt_at_ms", "webhook_disabled", "body")
     }
     body = BytesIO()
     schemaless_writer(body, parse_schema(old_schema), old_record)
@@ -256,7 +258,12 @@ def test_old_attempt_decodes_with_current_reader(codec: Codec) -> None:
 
     decoded = codec.decode("Attempt", old_bytes)
 
-    assert decoded == {**old_record, "next_attempt_at_ms": None, "webhook_disabled": False}
+    assert decoded == {
+        **old_record,
+        "next_attempt_at_ms": None,
+        "webhook_disabled": False,
+        "body": None,
+    }
     assert codec.identify(old_bytes) == "Attempt"
 
 
