@@ -4,13 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv kafka kafka-stop topics run lint test unit integration clean
+.PHONY: help venv kafka kafka-stop topics postgres run lint test unit integration clean
 
 help:
 	@echo "make run          venv + local Kafka + topics + every service that exists"
 	@echo "make test         lint (ruff, mypy) then the whole pytest suite"
 	@echo "make kafka        start the local single-node Kafka broker (kafka-stop stops it)"
 	@echo "make topics       create hookstream's topics on the configured broker"
+	@echo "make postgres     start a local PostgreSQL (Debian packages) for the store tests"
 	@echo "make lint         ruff + mypy"
 
 $(STAMP): pyproject.toml
@@ -29,6 +30,9 @@ kafka-stop: venv
 
 topics: venv
 	$(BIN)/hookstream topics create
+
+postgres:
+	bash deploy/dev/postgres.sh
 
 run: kafka topics
 	$(BIN)/hookstream run all

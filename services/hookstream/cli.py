@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -88,21 +90,53 @@ def _run_sender(settings: Settings) -> int:
     return run_sender(settings)
 
 
+def _run_log_sink(settings: Settings) -> int:
+    from hookstream.logsink.service import run_log_sink
+
+    return run_log_sink(settings)
+
+
 # Each service is imported only when it runs; `run all` starts every one.
-SERVICES: dict[str, Callable[[Settings], int]] = {"router": _run_router, "sender": _run_sender}
+SERVICES: dict[str, Callable[[Settings], int]] = {
+    "router": _run_router,
+    "sender": _run_sender,
+    "log-sink": _run_log_sink,
+}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
-    if args.service == "all" and not SERVICES:
-        print("no services are implemented yet; the broker and topics are ready")
-        return 0
+    if args.service == "all":
+        return _run_all(settings)
     runner = SERVICES.get(args.service)
     if runner is None:
-        available = ", ".join(sorted(SERVICES)) or "none yet"
+        available = ", ".join([*SERVICES, "all"])
         print(f"unknown service {args.service!r}; available: {available}", file=sys.stderr)
         return 2
     return runner(settings)
+
+
+def _run_all(settings: Settings) -> int:
+    """Every service as a child process, stopped together on SIGTERM/SIGINT (development)."""
+    env = {**os.environ, "HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
+    children = {
+        name: subprocess.Popen([sys.executable, "-m", "hookstream", "run", name], env=env)
+        for name in SERVICES
+    }
+    print(f"started {', '.join(children)}; Ctrl-C stops them", flush=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = {name: child.wait() for name, child in children.items()}
+    failed = {name: code for name, code in codes.items() if code != 0}
+    for name, code in failed.items():
+        print(f"{name} exited with {code}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

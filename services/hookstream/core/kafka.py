@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from hookstream.core.settings import Settings
@@ -63,3 +64,21 @@ def make_producer(settings: Settings, **kwargs: Any) -> Producer:
 
 def make_consumer(settings: Settings, group: str, extra: dict[str, Any] | None = None) -> Consumer:
     return Consumer(consumer_config(settings, group, extra))
+
+
+def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
+    """The offsets to commit after `messages`: one past the highest of each partition."""
+    highest: dict[tuple[str, int], int] = {}
+    for message in messages:
+        if message.error() is not None:
+            continue
+        key = (message.topic() or "", message.partition() or 0)
+        highest[key] = max(highest.get(key, -1), message.offset() or 0)
+    return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
+
+
+def header_pairs(message: Message) -> list[tuple[str, bytes | None]]:
+    """A record's headers as (name, bytes) pairs, whatever shape the client returned."""
+    headers = message.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return [(name, value.encode() if isinstance(value, str) else value) for name, value in pairs]

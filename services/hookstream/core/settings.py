@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     instance_id: str = Field(default_factory=socket.gethostname, min_length=1)
     router_batch_size: int = Field(default=1000, ge=1)
 
+    # Log-sink: batch bounds, endpoint health and retention (durations in seconds).
+    sink_batch_size: int = Field(default=1000, ge=1)
+    sink_batch_seconds: float = Field(default=0.5, gt=0)
+    auto_disable_after: float = Field(default=5 * 86400, gt=0)
+    log_retention: float = Field(default=90 * 86400, gt=0)
+    maintenance_interval: float = Field(default=60.0, gt=0)
+
     max_in_flight: int = Field(default=256, ge=1)
     max_in_flight_per_webhook: int = Field(default=8, ge=1)
     shutdown_grace: float = Field(default=10.0, ge=0)

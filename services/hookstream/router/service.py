@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
 from hookstream.core.deadletter import dead_letter
-from hookstream.core.kafka import consumer_config, producer_config
+from hookstream.core.kafka import consumer_config, header_pairs, next_offsets, producer_config
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
@@ -108,11 +108,13 @@ class Router:
     ) -> None:
         producer.begin_transaction()
         try:
-            with self.webhooks.lock:
+            # One snapshot of both views per batch: an event never sees a principal update
+            # for one of its webhooks and not for another, and updates apply between batches.
+            with self.webhooks.lock, self.principals.lock:
                 for message in batch:
                     self._route(message, producer)
             producer.send_offsets_to_transaction(
-                _next_offsets(batch), consumer.consumer_group_metadata(), 30
+                next_offsets(batch), consumer.consumer_group_metadata(), 30
             )
             producer.commit_transaction(60)
         except KafkaException as exc:
@@ -131,7 +133,7 @@ class Router:
         try:
             event = parse_event(
                 message.value(),
-                _headers(message),
+                header_pairs(message),
                 self.codec,
                 self.catalog,
                 self.settings.max_payload_bytes,
@@ -187,12 +189,6 @@ class Router:
         return True, principal.permissions
 
 
-def _headers(message: Message) -> list[tuple[str, bytes | None]]:
-    headers = message.headers() or []
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
-
-
 def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
     while True:
         try:
@@ -201,16 +197,6 @@ def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes) ->
         except BufferError:
             # The local queue is full: let librdkafka send some before adding more.
             producer.poll(0.05)
-
-
-def _next_offsets(batch: Sequence[Message]) -> list[TopicPartition]:
-    highest: dict[tuple[str, int], int] = {}
-    for message in batch:
-        key = (message.topic() or "", message.partition() or 0)
-        offset = message.offset() or 0
-        if offset >= highest.get(key, -1):
-            highest[key] = offset
-    return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
 
 
 def _rewind(consumer: Consumer, batch: Sequence[Message]) -> None:

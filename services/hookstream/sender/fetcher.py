@@ -6,6 +6,9 @@ offsets back through a queue.
 
 - A retry partition whose head record is not yet due is paused, seeked back to that record
   and resumed when it is due; nothing is ever sent early and the poll loop never sleeps.
+- A head may hold its partition only as long as its tier's longest (jittered) delay. One due
+  later than that (a Retry-After beyond the schedule) is handed back as a requeue: the sender
+  appends it to the end of its tier, so it never holds up the other webhooks' retries.
 - When too many records are outstanding every partition is paused (and seeked back to its
   position) until the work drains: backpressure without blocking heartbeats.
 - Offsets are stored only up to the lowest unfinished record of each partition; auto-commit
@@ -18,12 +21,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
-from hookstream.core.kafka import consumer_config
+from hookstream.core.kafka import consumer_config, header_pairs
 from hookstream.core.settings import Settings
 from hookstream.sender.attempt import DUE_AT_HEADER
 from hookstream.sender.offsets import OffsetTracker
@@ -40,6 +49,9 @@ class Fetched:
     # Which assignment of the partition this record belongs to: a finish reported after the
     # partition was revoked (and maybe re-assigned) must not move the new owner's offsets.
     epoch: int
+    # Not due yet, but it has held its retry partition as long as its tier allows: append it
+    # to the end of the same topic instead of attempting it.
+    requeue: bool = False
 
     @property
     def partition(self) -> Partition:
@@ -47,9 +59,7 @@ class Fetched:
 
 
 def due_at_ms(message: Message) -> int:
-    headers = message.headers() or []
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    for key, value in pairs:
+    for key, value in header_pairs(message):
         if key == DUE_AT_HEADER and value:
             try:
                 return int(value)
@@ -63,10 +73,11 @@ class Fetcher:
         self,
         settings: Settings,
         topics: Sequence[str],
-        retry_topics: frozenset[str],
+        retry_topics: Mapping[str, float],
         deliver: Callable[[list[Fetched]], None],
         max_outstanding: int,
     ) -> None:
+        """`retry_topics` maps each retry topic to the longest its head may hold it (seconds)."""
         self._settings = settings
         self._topics = list(topics)
         self._retry_topics = retry_topics
@@ -117,7 +128,13 @@ class Fetcher:
             {
                 "enable.auto.commit": True,
                 "enable.auto.offset.store": False,
-                "auto.commit.interval.ms": 1000,
+                # Finished records above the last commit are sent again after a crash: commit
+                # often, so that window stays a fraction of a second of work.
+                "auto.commit.interval.ms": 200,
+                # A resumed retry partition joins the next fetch request only once the one in
+                # flight returns, and an idle broker holds that one up to this long: the
+                # default 500 ms made due retries up to half a second late.
+                "fetch.wait.max.ms": 100,
             },
         )
         consumer = Consumer(config)
@@ -146,7 +163,10 @@ class Fetcher:
         self._apply_finished(consumer)
         self._resume_due(consumer)
         self._apply_backpressure(consumer)
-        batch = consumer.consume(num_messages=500, timeout=0.1)
+        # Never take more than the outstanding bound allows: a whole batch on top of a nearly
+        # full window would let a crash re-send up to a batch more than the bound.
+        room = max(1, min(500, self._max_outstanding - self._outstanding))
+        batch = consumer.consume(num_messages=room, timeout=0.1)
         if batch:
             ready = self._admit(consumer, batch)
             if ready:
@@ -164,14 +184,19 @@ class Fetcher:
             part = (message.topic() or "", message.partition() or 0)
             if part in self._due or part not in self._trackers:
                 continue  # paused earlier in this batch, or no longer ours
-            if part[0] in self._retry_topics:
+            requeue = False
+            max_hold = self._retry_topics.get(part[0])
+            if max_hold is not None:
                 due = due_at_ms(message)
                 if due > now_ms:
-                    self._hold(consumer, part, message.offset() or 0, due)
-                    continue
+                    until = min(due, _hold_limit_ms(message, max_hold))
+                    if until > now_ms:
+                        self._hold(consumer, part, message.offset() or 0, until)
+                        continue
+                    requeue = True
             self._trackers[part].started(message.offset() or 0)
             self._outstanding += 1
-            ready.append(Fetched(message, self._epochs[part]))
+            ready.append(Fetched(message, self._epochs[part], requeue))
         return ready
 
     def _hold(self, consumer: Consumer, part: Partition, offset: int, due_ms: int) -> None:
@@ -297,6 +322,20 @@ class Fetcher:
                 self._outstanding -= tracker.in_flight
             self._epochs.pop(part, None)
             self._due.pop(part, None)
+
+
+def _hold_limit_ms(message: Message, max_hold: float) -> int:
+    """Until when this record may hold its partition: its append time plus the tier's limit.
+
+    Without a timestamp there is no limit, and the record holds its partition until due.
+    """
+    kind, timestamp = message.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE or timestamp <= 0:
+        return _NO_LIMIT
+    return timestamp + round(max_hold * 1000)
+
+
+_NO_LIMIT = 2**62
 
 
 def _names(partitions: list[TopicPartition]) -> str:

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # Records taken from Kafka but not finished, as a multiple of the in-flight bound: enough to
 # keep every slot busy while some webhooks are at their own limit, small enough for memory.
 OUTSTANDING_PER_SLOT = 4
+# Seconds a retry record may hold its partition beyond its tier's longest jittered delay.
+REQUEUE_SLACK = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +115,16 @@ class Sender:
         try:
             await loop.run_in_executor(None, self.webhooks.wait_ready)
             await self.http.start()
-            tier_topics = [tier.topic for tier in self.topics.retry_tiers]
+            # A tier's records are due in append order give or take the jitter; a slack
+            # covers the time between computing a due time and the record's timestamp.
+            max_hold = {
+                tier.topic: tier.delay * (1 + self.settings.retry_jitter) + REQUEUE_SLACK
+                for tier in self.topics.retry_tiers
+            }
             fetcher = Fetcher(
                 self.settings,
-                [self.topics.deliveries, *tier_topics],
-                frozenset(tier_topics),
+                [self.topics.deliveries, *max_hold],
+                max_hold,
                 deliver,
                 self.settings.max_in_flight * OUTSTANDING_PER_SLOT,
             )
@@ -171,6 +178,15 @@ class Sender:
     async def _process(self, item: Fetched) -> None:
         message = item.message
         topic = message.topic() or ""
+        if item.requeue:
+            # Due later than its tier's delay (Retry-After): back to the end of the tier, so
+            # it does not hold up the records behind it. The record itself is unchanged.
+            headers = message.headers() or []
+            pairs = headers.items() if isinstance(headers, dict) else headers
+            await self._produce(
+                [Outgoing(topic, message.key(), message.value() or b"", list(pairs))]
+            )
+            return
         record_name = "Delivery" if topic == self.topics.deliveries else "Retry"
         try:
             delivery = self.codec.decode(record_name, message.value() or b"")
@@ -320,9 +336,15 @@ def run_sender(settings: Settings) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def request_stop(signum: signal.Signals) -> None:
+            log.info("sender: %s received, finishing in-flight deliveries", signum.name)
+            stop.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, request_stop, signum)
         await Sender(settings).run(stop)
 
     asyncio.run(main())
+    log.info("sender: stopped")
     return 0

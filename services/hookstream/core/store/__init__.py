@@ -1,0 +1,30 @@
+"""The SQL store behind the delivery log, replay and endpoint health (SQLite or PostgreSQL)."""
+
+from hookstream.core.store.derive import DELIVERY_STATUSES, delivery_status
+from hookstream.core.store.errors import InvalidCursorError, UnsupportedStoreUrlError
+from hookstream.core.store.rows import (
+    AttemptRow,
+    DeliveryDetail,
+    DeliveryRow,
+    FailingWebhook,
+    Health,
+    Page,
+)
+from hookstream.core.store.store import MAX_PAGE_SIZE, Store
+from hookstream.core.store.versioning import migrate
+
+__all__ = [
+    "DELIVERY_STATUSES",
+    "MAX_PAGE_SIZE",
+    "AttemptRow",
+    "DeliveryDetail",
+    "DeliveryRow",
+    "FailingWebhook",
+    "Health",
+    "InvalidCursorError",
+    "Page",
+    "Store",
+    "UnsupportedStoreUrlError",
+    "delivery_status",
+    "migrate",
+]

@@ -1,0 +1,113 @@
+"""Periodic store upkeep: auto-disable webhooks that keep failing, and log retention."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import orjson
+from confluent_kafka import Producer
+
+from hookstream.core.codec import Codec, utc_iso
+from hookstream.core.settings import Settings
+from hookstream.core.store import Store
+from hookstream.core.topics import Topics
+from hookstream.core.view import CompactedView
+from hookstream.core.webhooks import Webhook
+
+log = logging.getLogger(__name__)
+
+DISABLED_EVENT_TYPE = "webhook.disabled"
+
+
+def disabled_event_id(webhook_id: str, failing_since_ms: int) -> str:
+    """One id per failing streak: a repeated notice is the same event to every receiver."""
+    return f"evt_disabled_{webhook_id}_{failing_since_ms}"
+
+
+class Upkeep:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        webhooks: CompactedView[Webhook],
+        producer: Producer,
+        codec: Codec,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.webhooks = webhooks
+        self.producer = producer
+        self.codec = codec
+        self.topics = Topics.from_settings(settings)
+        self._next_run = 0.0
+
+    def run_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_run:
+            return
+        # The check interval never exceeds a quarter of the disable period, so a short period
+        # (in tests, seconds) is honoured promptly.
+        interval = min(self.settings.maintenance_interval, self.settings.auto_disable_after / 4)
+        self._next_run = now + interval
+        self.auto_disable()
+        self.apply_retention()
+
+    def auto_disable(self) -> int:
+        now_ms = int(time.time() * 1000)
+        cutoff_ms = now_ms - int(self.settings.auto_disable_after * 1000)
+        disabled = 0
+        for failing in self.store.webhooks_failing_since(cutoff_ms):
+            webhook = self.webhooks.get(failing.webhook_id)
+            if webhook is not None and webhook.enabled:
+                self._disable(webhook, failing.failing_since_ms, now_ms)
+                disabled += 1
+            # Marked even when already disabled or deleted: nothing more to do this streak.
+            self.store.mark_auto_disabled(failing.webhook_id, failing.failing_since_ms)
+        return disabled
+
+    def _disable(self, webhook: Webhook, failing_since_ms: int, now_ms: int) -> None:
+        since = _iso(failing_since_ms)
+        reason = f"auto-disabled: every delivery attempt failed since {since}"
+        updated = webhook.disabled(reason, now_ms)
+        key = webhook.id.encode()
+        self.producer.produce(
+            self.topics.webhooks, key=key, value=self.codec.encode("Webhook", updated.to_record())
+        )
+        data = {
+            "webhook_id": webhook.id,
+            "name": webhook.name,
+            "url": webhook.url,
+            "reason": reason,
+            "failing_since": since,
+            "disabled_at": _iso(now_ms),
+        }
+        event = {
+            "id": disabled_event_id(webhook.id, failing_since_ms),
+            "type": DISABLED_EVENT_TYPE,
+            "tenant_id": webhook.tenant_id,
+            "occurred_at": _iso(now_ms),
+            "data": orjson.dumps(data).decode(),
+            "published_at_ms": now_ms,
+        }
+        self.producer.produce(
+            self.topics.events,
+            key=webhook.tenant_id.encode(),
+            value=self.codec.encode("Event", event),
+        )
+        # Both records must be durable before the store says this streak is handled.
+        if self.producer.flush(30) != 0:
+            raise RuntimeError("auto-disable records were not acknowledged by Kafka")
+        log.info("log-sink: auto-disabled webhook %s (%s)", webhook.id, reason)
+
+    def apply_retention(self) -> int:
+        cutoff_ms = int((time.time() - self.settings.log_retention) * 1000)
+        deleted = self.store.delete_attempts_before(cutoff_ms)
+        if deleted:
+            log.info("log-sink: retention deleted %d attempts", deleted)
+        return deleted
+
+
+def _iso(ms: int) -> str:
+    return utc_iso(datetime.fromtimestamp(ms / 1000, tz=UTC))
