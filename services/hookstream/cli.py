@@ -96,6 +96,15 @@ def _run_log_sink(settings: Settings) -> int:
     return run_log_sink(settings)
 
 
+def _cmd_store(args: argparse.Namespace) -> int:
+    from hookstream.core.store import migrate
+
+    settings = _settings()
+    migrate(settings.store_url)
+    print(f"store migrated: {settings.masked()['store_url']}")
+    return 0
+
+
 # Each service is imported only when it runs; `run all` starts every one.
 SERVICES: dict[str, Callable[[Settings], int]] = {
     "router": _run_router,
@@ -162,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="manage hookstream's topics")
     topics.add_argument("action", choices=["create"])
     topics.set_defaults(handler=_cmd_topics)
+
+    store = sub.add_parser("store", help="manage the delivery-log store")
+    store.add_argument("action", choices=["migrate"])
+    store.set_defaults(handler=_cmd_store)
 
     run = sub.add_parser("run", help="run a service")
     run.add_argument("service", help="router, sender, log-sink, api or all")

@@ -45,6 +45,7 @@ def test_api_keys_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
         ("HOOKSTREAM_ALLOW_PRIVATE_TARGETS", "10.0.0.0/33", "not a CIDR"),
         ("HOOKSTREAM_API_KEYS", "justakey", "key:tenant"),
         ("HOOKSTREAM_TOPIC_PREFIX", "has space.", "whitespace"),
+        ("HOOKSTREAM_STORE_URL", "mysql://db/x", "sqlite:///path or postgresql://"),
     ],
 )
 def test_invalid_values_name_the_setting(

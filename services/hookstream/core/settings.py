@@ -106,6 +106,14 @@ class Settings(BaseSettings):
             return pairs
         return value
 
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, value: str) -> str:
+        scheme = value.partition("://")[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("use sqlite:///path or postgresql://user:password@host/database")
+        return value
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _parse_schedule(cls, value: Any) -> Any:
