@@ -9,15 +9,14 @@ from collections.abc import Mapping, Sequence
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from hookstream.sender.http import (
-    DestinationRefused,
-    GuardedResolver,
+from hookstream.core.destinations import (
     IPAddress,
     IPNetwork,
     check_url,
     is_forbidden_address,
     parse_ip_literal,
 )
+from hookstream.sender.http import DestinationRefused, GuardedResolver
 
 LOOPBACK_ONLY: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
 
