@@ -7,9 +7,7 @@ distinct redaction of its body is serialised once and shared.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,11 +16,10 @@ import orjson
 
 from hookstream.core.catalog import Catalog, EventType, redact
 from hookstream.core.codec import Codec, DecodeError, decode_json_event, utc_iso
+from hookstream.core.envelope import DELIVERY_ID_PREFIX, build_body, delivery_id
 
 EVENT_RECORD = "Event"
 JSON_CONTENT_TYPE = "application/json"
-DELIVERY_ID_PREFIX = "dlv_"
-_DELIVERY_ID_LENGTH = 26
 
 RejectReason = Literal[
     "undecodable",
@@ -32,6 +29,18 @@ RejectReason = Literal[
     "invalid_field",
 ]
 _TEXT_FIELDS = ("id", "type", "tenant_id")
+
+# The envelope helpers moved to core (the API builds deliveries too); re-exported for callers.
+__all__ = [
+    "DELIVERY_ID_PREFIX",
+    "BodyShaper",
+    "EventBodies",
+    "RejectedEvent",
+    "RoutedEvent",
+    "build_body",
+    "delivery_id",
+    "parse_event",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,31 +155,6 @@ def _data(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RejectedEvent("invalid_field", "event field 'data' must be a JSON object")
     return value
-
-
-def delivery_id(event_id: str, webhook_id: str) -> str:
-    """The id of the delivery of `event_id` to `webhook_id`, the same on every computation.
-
-    Deterministic so that a router re-processing an event after a crash produces the same
-    deliveries, which downstream deduplicates, instead of sending the event twice.
-    """
-    digest = hashlib.sha256(f"{event_id}\0{webhook_id}".encode()).digest()
-    encoded = base64.b32encode(digest).decode("ascii").lower()
-    return DELIVERY_ID_PREFIX + encoded[:_DELIVERY_ID_LENGTH]
-
-
-def build_body(event: RoutedEvent, data: Mapping[str, Any], api_version: str) -> bytes:
-    """The request body: the envelope fields in their documented order, then `data`."""
-    return orjson.dumps(
-        {
-            "id": event.id,
-            "type": event.type,
-            "occurred_at": event.occurred_at,
-            "api_version": api_version,
-            # orjson serialises real dicts only; the catalog and redact hand out dicts already.
-            "data": data if isinstance(data, dict) else dict(data),
-        }
-    )
 
 
 _Hidden = tuple[str, ...]

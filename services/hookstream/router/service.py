@@ -116,7 +116,7 @@ class Router:
             producer.send_offsets_to_transaction(
                 next_offsets(batch), consumer.consumer_group_metadata(), 30
             )
-            producer.commit_transaction(60)
+            _commit(producer)
         except KafkaException as exc:
             error = exc.args[0]
             if not error.txn_requires_abort():
@@ -187,6 +187,18 @@ class Router:
         if principal is None or principal.tenant_id != webhook.tenant_id:
             return False, None
         return True, principal.permissions
+
+
+def _commit(producer: Producer) -> None:
+    while True:
+        try:
+            producer.commit_transaction(60)
+            return
+        except KafkaException as exc:
+            # A retriable error (e.g. a timeout) leaves the transaction committable: try again.
+            if not exc.args[0].retriable():
+                raise
+            log.warning("router: retrying the transaction commit: %s", exc.args[0])
 
 
 def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
