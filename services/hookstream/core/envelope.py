@@ -1,0 +1,65 @@
+"""The request envelope and delivery ids, shared by every service that creates deliveries.
+
+The router creates deliveries from events; the API creates them for test events and replays.
+Both must produce byte-identical envelopes and the same ids, so the rules live here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+DELIVERY_ID_PREFIX = "dlv_"
+_DELIVERY_ID_LENGTH = 26
+
+
+class EnvelopeEvent(Protocol):
+    """What the envelope needs to know about an event besides its (possibly redacted) data."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def occurred_at(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EventHead:
+    """An `EnvelopeEvent` for callers that build an event themselves (the API's test event)."""
+
+    id: str
+    type: str
+    occurred_at: str
+
+
+def delivery_id(event_id: str, webhook_id: str) -> str:
+    """The id of the delivery of `event_id` to `webhook_id`, the same on every computation.
+
+    Deterministic so that a router re-processing an event after a crash produces the same
+    deliveries, which downstream deduplicates, instead of sending the event twice.
+    """
+    digest = hashlib.sha256(f"{event_id}\0{webhook_id}".encode()).digest()
+    encoded = base64.b32encode(digest).decode("ascii").lower()
+    return DELIVERY_ID_PREFIX + encoded[:_DELIVERY_ID_LENGTH]
+
+
+def build_body(event: EnvelopeEvent, data: Mapping[str, Any], api_version: str) -> bytes:
+    """The request body: the envelope fields in their documented order, then `data`."""
+    return orjson.dumps(
+        {
+            "id": event.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "api_version": api_version,
+            # orjson serialises real dicts only; the catalog and redact hand out dicts already.
+            "data": data if isinstance(data, dict) else dict(data),
+        }
+    )
