@@ -11,7 +11,8 @@ import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
@@ -19,6 +20,14 @@ from hookstream.core.webhooks import Webhook
 from hookstream.sender.outcome import HttpResult, Outcome, classify, retry_delay
 
 DUE_AT_HEADER = "hookstream-due-at-ms"
+
+
+class _Unchanged(Enum):
+    TOKEN = 0
+
+
+# `conclude(webhook_now=...)` default: the webhook did not change during the attempt.
+UNCHANGED: Literal[_Unchanged.TOKEN] = _Unchanged.TOKEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +67,16 @@ def conclude(
     topics: Topics,
     rng: random.Random,
     skip_reason: str | None = None,
+    webhook_now: Webhook | Literal[_Unchanged.TOKEN] | None = UNCHANGED,
 ) -> Conclusion:
-    """Everything that follows an attempt. `result` is None when no request was made."""
+    """Everything that follows an attempt. `result` is None when no request was made.
+
+    `webhook` is the configuration the attempt used; `webhook_now` the one current when it
+    ended. A 410 disables the current one, so a change made while the request was in flight
+    (a new secret, a new name) is kept, a webhook deleted meanwhile stays deleted and one
+    disabled meanwhile keeps its reason.
+    """
+    current = webhook if webhook_now is UNCHANGED else webhook_now
     number: int = delivery["attempt"]
     if result is None:
         outcome = Outcome.SKIPPED
@@ -99,8 +116,9 @@ def conclude(
             }
     elif outcome is Outcome.PERMANENT_FAILURE:
         dead_letter_reason = "permanent_failure"
-        if result.status_code == 410 and webhook is not None:
-            disabled = webhook.disabled(
+        # Already disabled (by its owner, or by a concurrent 410): its reason stays.
+        if result.status_code == 410 and current is not None and current.enabled:
+            disabled = current.disabled(
                 f"endpoint answered 410 Gone on delivery {delivery['delivery_id']}",
                 started_at_ms + result.duration_ms,
             )

@@ -4,15 +4,16 @@ Every call on the consumer happens on this one thread (librdkafka consumers are 
 to be shared), including the rebalance callbacks. The asyncio side only hands finished
 offsets back through a queue.
 
-- A retry partition whose head record is not yet due is paused, seeked back to that record
-  and resumed when it is due; nothing is ever sent early and the poll loop never sleeps.
+- A retry partition whose head record is not yet due is paused, resumed when it is due and
+  seeked back to that record; nothing is ever sent early and the poll loop never sleeps.
 - A head may hold its partition only as long as its tier's longest (jittered) delay. One due
   later than that (a Retry-After beyond the schedule) is handed back as a requeue: the sender
   appends it to the end of its tier, so it never holds up the other webhooks' retries.
-- When too many records are outstanding every partition is paused (and seeked back to its
-  position) until the work drains: backpressure without blocking heartbeats.
+- When too many records are outstanding every partition is paused until the work drains
+  (then resumed at its position): backpressure without blocking heartbeats. A consume never
+  takes more records than the bound has room for.
 - Offsets are stored only up to the lowest unfinished record of each partition; auto-commit
-  then commits what was stored, and a revoke commits synchronously.
+  (every 200 ms) then commits what was stored, and a revoke commits synchronously.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class Fetcher:
         self._epochs: dict[Partition, int] = {}
         self._epoch = 0
         self._due: dict[Partition, int] = {}
+        # Where each paused partition must restart once resumed. The seek is made after the
+        # resume: seeking a paused partition made librdkafka start fetching it again only
+        # about a second after the resume.
+        self._rewind: dict[Partition, int] = {}
         self._backpressured = False
         self._outstanding = 0
         self._fetching = threading.Event()
@@ -200,10 +205,16 @@ class Fetcher:
         return ready
 
     def _hold(self, consumer: Consumer, part: Partition, offset: int, due_ms: int) -> None:
-        topic_partition = TopicPartition(part[0], part[1], offset)
-        consumer.pause([topic_partition])
-        consumer.seek(topic_partition)
+        consumer.pause([TopicPartition(part[0], part[1])])
+        self._rewind[part] = offset  # the held record is read again when due
         self._due[part] = due_ms
+
+    def _resume(self, consumer: Consumer, parts: list[Partition]) -> None:
+        consumer.resume([TopicPartition(topic, p) for topic, p in parts])
+        for part in parts:
+            offset = self._rewind.pop(part, None)
+            if offset is not None:
+                consumer.seek(TopicPartition(part[0], part[1], offset))
 
     def _resume_due(self, consumer: Consumer) -> None:
         if not self._due:
@@ -213,7 +224,7 @@ class Fetcher:
         for part in due:
             del self._due[part]
         if due and not self._backpressured:
-            consumer.resume([TopicPartition(topic, p) for topic, p in due])
+            self._resume(consumer, due)
 
     def _apply_backpressure(self, consumer: Consumer) -> None:
         if not self._backpressured and self._outstanding >= self._max_outstanding:
@@ -221,19 +232,21 @@ class Fetcher:
             if not assigned:
                 return
             consumer.pause(assigned)
-            # Records fetched but not yet returned are dropped by the pause; seek back so
-            # the resume starts right after the last record we took.
+            # Records fetched but not yet returned are dropped by the pause; the resume
+            # restarts right after the last record we took.
             for position in consumer.position(assigned):
                 part = (position.topic, position.partition)
                 if position.offset >= 0 and part not in self._due:
-                    consumer.seek(position)
+                    self._rewind.setdefault(part, position.offset)
             self._backpressured = True
         elif self._backpressured and self._outstanding <= self._max_outstanding // 2:
             resumable = [
-                tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in self._due
+                (tp.topic, tp.partition)
+                for tp in consumer.assignment()
+                if (tp.topic, tp.partition) not in self._due
             ]
             if resumable:
-                consumer.resume(resumable)
+                self._resume(consumer, resumable)
             self._backpressured = False
 
     def _apply_finished(self, consumer: Consumer) -> None:
@@ -296,6 +309,7 @@ class Fetcher:
             self._epochs[part] = self._epoch
             self._trackers[part] = OffsetTracker()
             self._due.pop(part, None)
+            self._rewind.pop(part, None)
         if self._backpressured and partitions:
             # Newly assigned partitions come unpaused; backpressure applies to them too.
             consumer.pause(partitions)
@@ -322,6 +336,7 @@ class Fetcher:
                 self._outstanding -= tracker.in_flight
             self._epochs.pop(part, None)
             self._due.pop(part, None)
+            self._rewind.pop(part, None)
 
 
 def _hold_limit_ms(message: Message, max_hold: float) -> int:

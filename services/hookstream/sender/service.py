@@ -240,6 +240,9 @@ class Sender:
             self.topics,
             self._rng,
             skip_reason=skip,
+            # The request may have taken a while: what follows it (e.g. disabling on 410)
+            # applies to the webhook as it is now, not as it was when the request started.
+            webhook_now=self.webhooks.get(str(delivery["webhook_id"])),
         )
 
     def _outputs(
