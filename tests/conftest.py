@@ -12,7 +12,8 @@ import pytest
 
 from hookstream import localkafka
 from hookstream.core.admin import create_topics
-from hookstream.core.settings import Settings, load_settings
+from hookstream.core.settings import Settings
+from tests.helpers import settings_for_test
 from tests.pipeline import Platform, Service
 from tests.receiver import TestReceiver
 
@@ -47,20 +48,8 @@ def settings_factory(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) ->
     """Settings for this test: own topics and groups, small partitions, fast retries."""
 
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "kafka_bootstrap_servers": kafka_bootstrap,
-            "topic_prefix": topic_prefix,
-            "consumer_group_prefix": topic_prefix,
-            "events_partitions": 2,
-            "deliveries_partitions": 4,
-            "retry_partitions": 2,
-            "delivery_log_partitions": 2,
-            "compacted_partitions": 1,
-            "retry_schedule": (0.2, 0.5, 1.0),
-            "store_url": f"sqlite:///{tmp_path / 'store.db'}",
-        }
-        values.update(overrides)
-        return load_settings(**values)
+        defaults = {"store_url": f"sqlite:///{tmp_path / 'store.db'}"}
+        return settings_for_test(kafka_bootstrap, topic_prefix, **{**defaults, **overrides})
 
     return make
 

@@ -1,16 +1,45 @@
-"""Helpers for tests: subprocess environments and waiting on conditions with a deadline."""
+"""Helpers for tests: subprocess environments, waiting with a deadline, fresh store databases."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from hookstream.core.settings import Settings
+from hookstream.core.settings import Settings, load_settings
+from hookstream.core.store.engine import normalize_url
+
+# The development database (deploy/dev/postgres.sh); its role may CREATEDB.
+DEFAULT_POSTGRES_URL = "postgresql://hookstream:hookstream@127.0.0.1:5432/hookstream"
+STORE_BACKENDS = ("sqlite", "postgresql")
+
+
+def settings_for_test(bootstrap: str, prefix: str, **overrides: Any) -> Settings:
+    """Settings for one test or module: its own topics and groups, small partitions, fast
+    retries, and a free port for each service's probes (many run side by side)."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "topic_prefix": prefix,
+        "consumer_group_prefix": prefix,
+        "events_partitions": 2,
+        "deliveries_partitions": 4,
+        "retry_partitions": 2,
+        "delivery_log_partitions": 2,
+        "compacted_partitions": 1,
+        "retry_schedule": (0.2, 0.5, 1.0),
+        "metrics_port": 0,
+    }
+    values.update(overrides)
+    return load_settings(**values)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -39,3 +68,53 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what or condition!r}")
         time.sleep(interval)
+
+
+@contextmanager
+def fresh_store_url(backend: str, directory: Path) -> Iterator[str]:
+    """The URL of an empty store database: a SQLite file in `directory`, or a new PostgreSQL
+    database (dropped afterwards) on `HOOKSTREAM_TEST_POSTGRES_URL` or the development server.
+    """
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'store.db'}"
+        return
+    if backend != "postgresql":
+        raise ValueError(f"unknown store backend {backend!r}: expected one of {STORE_BACKENDS}")
+    admin_url = os.environ.get("HOOKSTREAM_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    # CREATE/DROP DATABASE cannot run inside a transaction block.
+    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    name = f"hs_{uuid.uuid4().hex}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.fail(
+            f"PostgreSQL is not reachable at {make_url(admin_url).render_as_string()}: "
+            f"run deploy/dev/postgres.sh (or set HOOKSTREAM_TEST_POSTGRES_URL). {exc}",
+            pytrace=False,
+        )
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        try:
+            _drop_database(admin, name)
+        finally:
+            admin.dispose()
+
+
+def _drop_database(admin: Engine, name: str, timeout: float = 30.0) -> None:
+    # FORCE ends this role's leftover sessions. A session whose client was just killed (a
+    # service process stopped with SIGKILL) may still be exiting, and PostgreSQL then refuses a
+    # non-superuser with "must be a member of the role whose process is being terminated"
+    # (InsufficientPrivilege) for a moment: try again until it is gone.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except DBAPIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

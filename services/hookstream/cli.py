@@ -96,6 +96,21 @@ def _run_log_sink(settings: Settings) -> int:
     return run_log_sink(settings)
 
 
+def _run_api(settings: Settings) -> int:
+    from hookstream.api.service import run_api
+
+    return run_api(settings)
+
+
+def _cmd_receiver(args: argparse.Namespace) -> int:
+    from hookstream import devreceiver
+
+    state = devreceiver.ReceiverState(
+        secrets=args.secret or [], status=args.status, fail_first=args.fail
+    )
+    return devreceiver.run(state, args.host, args.port)
+
+
 def _cmd_store(args: argparse.Namespace) -> int:
     from hookstream.core.store import migrate
 
@@ -110,6 +125,7 @@ SERVICES: dict[str, Callable[[Settings], int]] = {
     "router": _run_router,
     "sender": _run_sender,
     "log-sink": _run_log_sink,
+    "api": _run_api,
 }
 
 
@@ -175,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     store = sub.add_parser("store", help="manage the delivery-log store")
     store.add_argument("action", choices=["migrate"])
     store.set_defaults(handler=_cmd_store)
+
+    receiver = sub.add_parser("receiver", help="a development endpoint that verifies webhooks")
+    receiver.add_argument("--port", type=int, default=9000)
+    receiver.add_argument("--host", default="127.0.0.1")
+    receiver.add_argument("--secret", action="append", help="whsec_… (repeatable)")
+    receiver.add_argument("--status", type=int, default=204, help="status to answer")
+    receiver.add_argument("--fail", type=int, default=0, help="answer 500 to the first N")
+    receiver.set_defaults(handler=_cmd_receiver)
 
     run = sub.add_parser("run", help="run a service")
     run.add_argument("service", help="router, sender, log-sink, api or all")

@@ -25,7 +25,7 @@ from standardwebhooks.webhooks import Webhook as Verifier
 
 from hookstream.core.admin import create_topics
 from hookstream.core.kafka import consumer_config
-from hookstream.core.settings import Settings, load_settings
+from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.core.webhooks import Webhook, WebhookSecret
@@ -33,7 +33,7 @@ from hookstream.router.envelope import delivery_id
 from hookstream.sender.fetcher import SENDER_GROUP
 from hookstream.sender.service import OUTSTANDING_PER_SLOT
 from tests.conftest import ServiceStarter, SettingsFactory
-from tests.helpers import wait_for
+from tests.helpers import settings_for_test, wait_for
 from tests.pipeline import CODEC, Platform, Service, make_webhook, read_topic
 from tests.receiver import Behaviour, Received, TestReceiver
 
@@ -201,15 +201,9 @@ def table(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     # Module-scoped, so it cannot use the function-scoped `settings_factory`: the same kind of
     # settings (own prefix, small partitions) with this table's schedule and timeout.
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    settings = load_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        topic_prefix=prefix,
-        consumer_group_prefix=prefix,
-        events_partitions=2,
-        deliveries_partitions=4,
-        retry_partitions=2,
-        delivery_log_partitions=2,
-        compacted_partitions=1,
+    settings = settings_for_test(
+        kafka_bootstrap,
+        prefix,
         retry_schedule=SCHEDULE,
         retry_jitter=JITTER,
         request_timeout=1.0,

@@ -1,1 +1,1 @@
-"""The api service."""
+"""The api service: webhook management, events, the delivery log and replay over HTTP."""

@@ -58,6 +58,13 @@ def consumer_config(
     return _merge(defaults, extra, forced)
 
 
+def with_lag_metrics(config: dict[str, Any]) -> dict[str, Any]:
+    """Publish this group consumer's per-partition lag as `hookstream_consumer_lag`."""
+    from hookstream.core.metrics import lag_reporter
+
+    return {**config, "statistics.interval.ms": 5000, "stats_cb": lag_reporter(config["group.id"])}
+
+
 def make_producer(settings: Settings, **kwargs: Any) -> Producer:
     return Producer(producer_config(settings, **kwargs))
 

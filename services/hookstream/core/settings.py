@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+    # Seconds: how long a webhook write waits for Kafka and for the API's own view to apply it
+    # (read-your-writes) before answering 503.
+    write_timeout: float = Field(default=10.0, gt=0)
+    # Seconds during which POST /v1/events with an already accepted id is not published again.
+    event_idempotency_window: float = Field(default=24 * 3600, gt=0)
 
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     retry_jitter: float = Field(default=0.2, ge=0.0, lt=1.0)
@@ -82,6 +87,10 @@ class Settings(BaseSettings):
     auto_disable_after: float = Field(default=5 * 86400, gt=0)
     log_retention: float = Field(default=90 * 86400, gt=0)
     maintenance_interval: float = Field(default=60.0, gt=0)
+
+    # /metrics, /healthz and /readyz of the router, sender and log-sink (0 = a free port).
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
 
     max_in_flight: int = Field(default=256, ge=1)
     max_in_flight_per_webhook: int = Field(default=8, ge=1)

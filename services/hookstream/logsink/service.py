@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.deadletter import dead_letter
@@ -91,7 +91,7 @@ class LogSink:
                 log.warning("log-sink: consume error: %s", error)
                 continue
             try:
-                attempts.append(self.codec.decode("Attempt", message.value() or b""))
+                attempts.append(_storable(self.codec.decode("Attempt", message.value() or b"")))
             except DecodeError as exc:
                 log.warning("log-sink: dead-lettered an undecodable attempt record: %s", exc)
                 record = dead_letter(message, "undecodable", str(exc))
@@ -105,7 +105,27 @@ class LogSink:
         # Dead letters must be durable before their offsets move past them.
         if self.producer.flush(30) != 0:
             raise RuntimeError("log-sink: dead letters were not acknowledged by Kafka")
-        consumer.commit(offsets=next_offsets(batch), asynchronous=False)
+        self._commit(consumer, batch)
+
+    def _commit(self, consumer: Consumer, batch: Sequence[Message]) -> None:
+        """Commit past `batch` for the partitions this member still owns.
+
+        A rebalance that starts while a batch is written (a member joining or leaving) makes
+        the commit fail with ILLEGAL_GENERATION or REBALANCE_IN_PROGRESS. The rows are already
+        in the store, so that is no reason to stop: whoever reads those partitions next starts
+        from the last committed offset and re-writes at most this batch, harmlessly.
+        """
+        owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        offsets = [tp for tp in next_offsets(batch) if (tp.topic, tp.partition) in owned]
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.fatal():
+                raise
+            log.warning("log-sink: offsets not committed, the batch may be re-read: %s", error)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if any(tp.partition == 0 for tp in partitions):
@@ -116,5 +136,18 @@ class LogSink:
             self._owns_upkeep = False
 
 
+def _storable(attempt: dict[str, Any]) -> dict[str, Any]:
+    """The attempt with every NUL character in its text shown as U+FFFD.
+
+    A response body or error text may carry NUL (an endpoint answering with binary data);
+    PostgreSQL text cannot hold it and would reject the whole batch on every restart. Both
+    backends store the same replacement, as the sender already does for invalid UTF-8.
+    """
+    for name, value in attempt.items():
+        if isinstance(value, str) and "\x00" in value:
+            attempt[name] = value.replace("\x00", "\ufffd")
+    return attempt
+
+
 def run_log_sink(settings: Settings) -> int:
-    return run_until_signalled("log-sink", LogSink(settings).run)
+    return run_until_signalled("log-sink", settings, LogSink(settings).run)

@@ -11,15 +11,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from hookstream.core import metrics
 from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
 from hookstream.core.deadletter import dead_letter
-from hookstream.core.kafka import consumer_config, header_pairs, next_offsets, producer_config
+from hookstream.core.kafka import (
+    consumer_config,
+    header_pairs,
+    next_offsets,
+    producer_config,
+    with_lag_metrics,
+)
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
@@ -89,7 +98,9 @@ class Router:
         )
         producer.init_transactions(30)
         consumer = Consumer(
-            consumer_config(self.settings, ROUTER_GROUP, {"enable.auto.commit": False})
+            with_lag_metrics(
+                consumer_config(self.settings, ROUTER_GROUP, {"enable.auto.commit": False})
+            )
         )
         consumer.subscribe([self.topics.events])
         if ready is not None:
@@ -110,13 +121,15 @@ class Router:
         try:
             # One snapshot of both views per batch: an event never sees a principal update
             # for one of its webhooks and not for another, and updates apply between batches.
+            tally = _Tally()
             with self.webhooks.lock, self.principals.lock:
                 for message in batch:
-                    self._route(message, producer)
+                    self._route(message, producer, tally)
             producer.send_offsets_to_transaction(
                 next_offsets(batch), consumer.consumer_group_metadata(), 30
             )
             _commit(producer)
+            tally.publish()  # only committed work counts: an aborted batch is routed again
         except KafkaException as exc:
             error = exc.args[0]
             if not error.txn_requires_abort():
@@ -125,11 +138,12 @@ class Router:
             producer.abort_transaction(30)
             _rewind(consumer, batch)
 
-    def _route(self, message: Message, producer: Producer) -> None:
+    def _route(self, message: Message, producer: Producer, tally: _Tally) -> None:
         error = message.error()
         if error is not None:
             log.warning("router: consume error: %s", error)
             return
+        tally.events += 1
         try:
             event = parse_event(
                 message.value(),
@@ -142,6 +156,7 @@ class Router:
             log.info("router: dead-lettered %s: %s", rejected.reason, rejected.detail)
             record = dead_letter(message, rejected.reason, rejected.detail)
             _produce(producer, self.topics.dlq, None, self.codec.encode("DeadLetter", record))
+            tally.dead_letters[rejected.reason] += 1
             return
         event_type = self.catalog.get(event.type)
         if event_type is None:  # parse_event already rejects unknown types
@@ -174,6 +189,7 @@ class Router:
                 webhook.id.encode(),
                 self.codec.encode("Delivery", delivery),
             )
+            tally.routed += 1
 
     def _owner_permissions(self, webhook: Webhook) -> tuple[bool, frozenset[str] | None]:
         """Whether the webhook may receive at all, and its owner's permissions.
@@ -187,6 +203,21 @@ class Router:
         if principal is None or principal.tenant_id != webhook.tenant_id:
             return False, None
         return True, principal.permissions
+
+
+@dataclass(slots=True)
+class _Tally:
+    """One batch's counts, published to the metrics once its transaction commits."""
+
+    events: int = 0
+    routed: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+    def publish(self) -> None:
+        metrics.EVENTS_CONSUMED.inc(self.events)
+        metrics.DELIVERIES_ROUTED.inc(self.routed)
+        for reason, count in self.dead_letters.items():
+            metrics.DEAD_LETTERS.labels(reason).inc(count)
 
 
 def _commit(producer: Producer) -> None:
@@ -227,4 +258,4 @@ def _rewind(consumer: Consumer, batch: Sequence[Message]) -> None:
 
 
 def run_router(settings: Settings) -> int:
-    return run_until_signalled("router", Router(settings).run)
+    return run_until_signalled("router", settings, Router(settings).run)

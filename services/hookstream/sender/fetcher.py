@@ -33,7 +33,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from hookstream.core.kafka import consumer_config, header_pairs
+from hookstream.core.kafka import consumer_config, header_pairs, with_lag_metrics
 from hookstream.core.settings import Settings
 from hookstream.sender.attempt import DUE_AT_HEADER
 from hookstream.sender.offsets import OffsetTracker
@@ -142,7 +142,7 @@ class Fetcher:
                 "fetch.wait.max.ms": 100,
             },
         )
-        consumer = Consumer(config)
+        consumer = Consumer(with_lag_metrics(config))
         try:
             consumer.subscribe(
                 self._topics,

@@ -14,16 +14,17 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from hookstream.core import signing
+from hookstream.core import metrics, signing
 from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.deadletter import dead_letter
-from hookstream.core.kafka import producer_config
-from hookstream.core.runner import configure_logging
+from hookstream.core.kafka import header_pairs, producer_config
+from hookstream.core.runner import configure_logging, start_ops
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
@@ -31,7 +32,7 @@ from hookstream.core.webhooks import Webhook
 from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclude
 from hookstream.sender.fetcher import Fetched, Fetcher
 from hookstream.sender.http import HttpSender
-from hookstream.sender.outcome import HttpResult
+from hookstream.sender.outcome import HttpResult, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Outgoing:
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, str | bytes | None]] | None = None
+    headers: Sequence[tuple[str, str | bytes | None]] | None = None
 
 
 class _WebhookSlots:
@@ -181,10 +182,8 @@ class Sender:
         if item.requeue:
             # Due later than its tier's delay (Retry-After): back to the end of the tier, so
             # it does not hold up the records behind it. The record itself is unchanged.
-            headers = message.headers() or []
-            pairs = headers.items() if isinstance(headers, dict) else headers
             await self._produce(
-                [Outgoing(topic, message.key(), message.value() or b"", list(pairs))]
+                [Outgoing(topic, message.key(), message.value() or b"", header_pairs(message))]
             )
             return
         record_name = "Delivery" if topic == self.topics.deliveries else "Retry"
@@ -196,6 +195,7 @@ class Sender:
             await self._produce(
                 [Outgoing(self.topics.dlq, message.key(), self.codec.encode("DeadLetter", record))]
             )
+            metrics.DEAD_LETTERS.labels("undecodable").inc()
             return
         source = Source(topic, message.partition() or 0, message.offset() or 0)
         held = await self._per_webhook(delivery["webhook_id"])
@@ -205,6 +205,7 @@ class Sender:
         finally:
             held.release()
         await self._produce(self._outputs(message, delivery, conclusion))
+        _count(conclusion, delivery)
 
     async def _attempt(self, delivery: dict[str, object], source: Source) -> Conclusion:
         webhook = self.webhooks.get(str(delivery["webhook_id"]))
@@ -229,7 +230,11 @@ class Sender:
                     body,
                     self.settings.user_agent,
                 )
-                result = await self.http.send(webhook.url, headers, body)
+                metrics.IN_FLIGHT.inc()
+                try:
+                    result = await self.http.send(webhook.url, headers, body)
+                finally:
+                    metrics.IN_FLIGHT.dec()
         return conclude(
             delivery,
             source,
@@ -292,13 +297,29 @@ class Sender:
                         record.topic,
                         key=record.key,
                         value=record.value,
-                        headers=record.headers,
+                        headers=list(record.headers) if record.headers else None,
                         on_delivery=callback,
                     )
                     break
                 except BufferError:
                     await asyncio.sleep(0.01)
         await asyncio.gather(*futures)
+
+
+def _count(conclusion: Conclusion, delivery: Mapping[str, Any]) -> None:
+    attempt = conclusion.attempt
+    metrics.ATTEMPTS.labels(
+        str(conclusion.outcome), metrics.status_class(attempt["status_code"])
+    ).inc()
+    if conclusion.outcome is not Outcome.SKIPPED:
+        metrics.REQUEST_DURATION.observe(attempt["duration_ms"] / 1000)
+    if conclusion.outcome is Outcome.SUCCESS:
+        finished_ms = attempt["started_at_ms"] + attempt["duration_ms"]
+        metrics.EVENT_TO_DELIVERY.observe(max(0, finished_ms - delivery["created_at_ms"]) / 1000)
+    if conclusion.retry is not None:
+        metrics.RETRIES_SCHEDULED.labels(conclusion.retry["tier"]).inc()
+    if conclusion.dead_letter_reason is not None:
+        metrics.DEAD_LETTERS.labels(conclusion.dead_letter_reason).inc()
 
 
 class ProduceFailedError(Exception):
@@ -346,7 +367,16 @@ def run_sender(settings: Settings) -> int:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, request_stop, signum)
-        await Sender(settings).run(stop)
+        ready = asyncio.Event()
+        probe_ready = threading.Event()
+        ops = start_ops(settings, probe_ready)
+        waiter = asyncio.create_task(ready.wait())
+        waiter.add_done_callback(lambda _: probe_ready.set())
+        try:
+            await Sender(settings).run(stop, ready)
+        finally:
+            waiter.cancel()
+            ops.stop()
 
     asyncio.run(main())
     log.info("sender: stopped")

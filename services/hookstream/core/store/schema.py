@@ -85,3 +85,14 @@ webhook_health = Table(
     Column("auto_disabled_streak_ms", BigInteger, nullable=True),
     Index("ix_webhook_health_failing_since", "failing_since_ms"),
 )
+
+# Event ids the API has accepted (POST /v1/events), so that a client retrying the same event
+# through any API replica publishes it once; rows older than the idempotency window are purged.
+accepted_events = Table(
+    "accepted_events",
+    metadata,
+    Column("tenant_id", String, primary_key=True),
+    Column("event_id", String, primary_key=True),
+    Column("accepted_at_ms", BigInteger, nullable=False),
+    Index("ix_accepted_events_accepted_at", "accepted_at_ms"),
+)

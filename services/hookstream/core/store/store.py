@@ -49,7 +49,7 @@ from hookstream.core.store.rows import (
     Health,
     Page,
 )
-from hookstream.core.store.schema import attempts, deliveries, webhook_health
+from hookstream.core.store.schema import accepted_events, attempts, deliveries, webhook_health
 from hookstream.core.store.versioning import migrate_engine
 
 DAY_MS = 24 * 60 * 60 * 1000
@@ -216,6 +216,73 @@ class Store:
             deleted += len(doomed)
             if len(doomed) < batch_size:
                 return deleted
+
+    def accept_event(self, tenant_id: str, event_id: str, now_ms: int, window_ms: int) -> bool:
+        """Claim an event id for publishing; False if it was accepted within the window.
+
+        One statement, so concurrent API replicas racing on the same id see exactly one
+        winner. A claim older than the window counts as new and is refreshed.
+        """
+        e = accepted_events.c
+        stmt = self._insert(accepted_events).values(
+            tenant_id=tenant_id, event_id=event_id, accepted_at_ms=now_ms
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "event_id"],
+            set_={"accepted_at_ms": stmt.excluded.accepted_at_ms},
+            where=e.accepted_at_ms <= now_ms - window_ms,
+        )
+        # RETURNING rather than rowcount: psycopg reports no rowcount for an upsert here.
+        with write_transaction(self._engine) as conn:
+            return conn.execute(stmt.returning(e.event_id)).first() is not None
+
+    def release_event(self, tenant_id: str, event_id: str, accepted_at_ms: int) -> None:
+        """Undo `accept_event` when publishing failed, so the client's retry is not dropped.
+
+        Only the claim made at `accepted_at_ms` is removed, never a later replica's claim.
+        """
+        e = accepted_events.c
+        with write_transaction(self._engine) as conn:
+            conn.execute(
+                delete(accepted_events).where(
+                    e.tenant_id == tenant_id,
+                    e.event_id == event_id,
+                    e.accepted_at_ms == accepted_at_ms,
+                )
+            )
+
+    def purge_accepted_events(self, before_ms: int, batch_size: int = 5000) -> int:
+        """Drop event claims made before `before_ms`, one short transaction per batch."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        e = accepted_events.c
+        purged = 0
+        while True:
+            with write_transaction(self._engine) as conn:
+                doomed = conn.execute(
+                    select(e.tenant_id, e.event_id)
+                    .where(e.accepted_at_ms < before_ms)
+                    .order_by(e.accepted_at_ms)
+                    .limit(batch_size)
+                ).all()
+                for chunk in _chunks(doomed):
+                    result = conn.execute(
+                        delete(accepted_events).where(
+                            tuple_(e.tenant_id, e.event_id).in_(
+                                [(row.tenant_id, row.event_id) for row in chunk]
+                            ),
+                            # A claim refreshed since the select is live again.
+                            e.accepted_at_ms < before_ms,
+                        )
+                    )
+                    purged += result.rowcount
+            if len(doomed) < batch_size:
+                return purged
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer a query (readiness checks)."""
+        with self._engine.connect() as conn:
+            conn.execute(select(literal(1))).one()
 
     # -- reading --------------------------------------------------------------------------
 

@@ -1,0 +1,56 @@
+"""Request bodies and query strings into pydantic models, and models into JSON responses."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from hookstream.api.errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """The body as `model`: 400 if it is not a JSON object, 422 naming each bad field."""
+    raw = await request.read()
+    if not raw.strip():
+        # Bodies whose fields are all optional may be left out entirely.
+        data: Any = {}
+    else:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_body", "request body must be a JSON object")
+    return _validate(model, data)
+
+
+def read_query(request: web.Request, model: type[M]) -> M:
+    # A repeated parameter keeps its first value; none of ours is a list.
+    params = {key: request.query.getone(key) for key in request.query}
+    return _validate(model, params)
+
+
+def _validate(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]) or "body",
+                "message": error["msg"],
+            }
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        fields = ", ".join(dict.fromkeys(problem["field"] for problem in problems))
+        raise ApiError(422, "validation_error", f"invalid field(s): {fields}", problems) from None
+
+
+def respond(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=model.model_dump_json().encode(), content_type="application/json"
+    )

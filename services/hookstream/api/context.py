@@ -1,0 +1,146 @@
+"""What every handler needs, built once per process and torn down with the app."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from hookstream.api.errors import unavailable
+from hookstream.api.producer import KafkaWriter, Record, WriteFailedError, Written
+from hookstream.core.catalog import Catalog, default_catalog
+from hookstream.core.codec import Codec, default_codec
+from hookstream.core.settings import Settings
+from hookstream.core.store import Store
+from hookstream.core.topics import Topics
+from hookstream.core.view import CompactedView, ViewNotReadyError, principal_view, webhook_view
+from hookstream.core.webhooks import Principal, Webhook
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STORE_OUTAGES = (OperationalError, InterfaceError, PoolTimeoutError)
+
+# Threads that block in view.wait_for_offset; kept apart from the default executor so that
+# slow writes can never starve store queries and DNS checks.
+VIEW_WAIT_THREADS = 16
+
+
+@dataclass(eq=False)
+class Api:
+    settings: Settings
+    codec: Codec
+    catalog: Catalog
+    topics: Topics
+    writer: KafkaWriter
+    webhooks: CompactedView[Webhook]
+    principals: CompactedView[Principal]
+    store: Store
+    _view_waits: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(VIEW_WAIT_THREADS, "api-view-wait")
+    )
+    _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+
+    async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call (store, DNS) off the event loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+        except STORE_OUTAGES as exc:
+            # The database is down or overloaded: the client may retry, unlike after a bug.
+            log.warning("api: store unavailable: %s", exc)
+            raise unavailable("the store is unavailable; retry shortly") from None
+
+    def lock(self, kind: str, ident: str) -> asyncio.Lock:
+        """Serialises read-modify-write of one resource within this process."""
+        key = f"{kind}:{ident}"
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def require_ready(self, view: CompactedView[Any], what: str) -> None:
+        try:
+            view.wait_ready(0)
+        except ViewNotReadyError:
+            raise unavailable(f"the {what} view is still loading; retry shortly") from None
+        except Exception as exc:
+            raise unavailable(f"the {what} view failed: {exc}") from None
+
+    async def produce(self, records: list[Record]) -> list[Written]:
+        try:
+            return await self.writer.write_all(records)
+        except WriteFailedError as exc:
+            raise unavailable(str(exc)) from None
+
+    async def write_through(
+        self, view: CompactedView[Any], topic: str, what: str, key: str, value: bytes | None
+    ) -> None:
+        """Produce to a compacted topic, then wait until our own view has applied it."""
+        self.require_ready(view, what)
+        started = time.monotonic()
+        [written] = await self.produce([Record(topic, key.encode(), value)])
+        remaining = max(0.0, self.settings.write_timeout - (time.monotonic() - started))
+        loop = asyncio.get_running_loop()
+        applied = await loop.run_in_executor(
+            self._view_waits, view.wait_for_offset, written.partition, written.offset, remaining
+        )
+        if not applied:
+            raise unavailable(
+                f"the {what} change was written but this API instance has not applied it within "
+                f"{self.settings.write_timeout:g} s; read it again shortly",
+                {"id": key},
+            )
+
+    def close(self) -> None:
+        self._view_waits.shutdown(wait=False, cancel_futures=True)
+
+
+API = web.AppKey("api", Api)
+SETTINGS = web.AppKey("settings", Settings)
+
+
+async def api_context(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: open the store, the producer and both views; close them on shutdown."""
+    settings = app[SETTINGS]
+    loop = asyncio.get_running_loop()
+    codec = default_codec()
+    topics = Topics.from_settings(settings)
+    store = await loop.run_in_executor(None, Store.open, settings.store_url)
+    writer = KafkaWriter(settings).start()
+    # Started without waiting: /readyz reports them until they have read their topics.
+    api = Api(
+        settings=settings,
+        codec=codec,
+        catalog=default_catalog(),
+        topics=topics,
+        writer=writer,
+        webhooks=webhook_view(settings, codec, topics.webhooks).start(),
+        principals=principal_view(settings, codec, topics.principals).start(),
+        store=store,
+    )
+    app[API] = api
+    try:
+        yield
+    finally:
+        api.close()
+        # Stopped together: a view stuck on an unreachable broker takes its full join timeout.
+        await asyncio.gather(
+            loop.run_in_executor(None, api.webhooks.stop),
+            loop.run_in_executor(None, api.principals.stop),
+            loop.run_in_executor(None, api.writer.close),
+        )
+        store.close()

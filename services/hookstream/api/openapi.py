@@ -1,0 +1,158 @@
+"""The OpenAPI 3.1 document, built from the app's route table and the pydantic models."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import hdrs, web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from hookstream import __version__
+from hookstream.api.docs import Operation, operation_of
+from hookstream.api.models import ErrorOut
+
+_REF = "#/components/schemas/{model}"
+_PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+
+ERROR_DESCRIPTIONS = {
+    400: "The body is not a JSON object",
+    401: "Missing or invalid API key",
+    404: "No such resource for this tenant, or no such route",
+    409: "The resource's state does not allow this",
+    413: "The body or event is too large",
+    422: "A field is invalid; `details` names each one",
+    503: "Kafka, the store or a view is unavailable; safe to retry",
+}
+
+
+def documented_routes(app: web.Application) -> Iterator[tuple[str, str, Operation | None]]:
+    """(method, path, operation) for every route; HEAD mirrors GET and is not listed."""
+    for route in app.router.routes():
+        if route.method == hdrs.METH_HEAD or route.resource is None:
+            continue
+        yield route.method, route.resource.canonical, operation_of(route.handler)
+
+
+def build_document(app: web.Application) -> dict[str, Any]:
+    routes = [(m, p, op) for m, p, op in documented_routes(app) if op is not None]
+    models = _models(op for _, _, op in routes)
+    keyed, defs = models_json_schema(models, ref_template=_REF)
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, op in sorted(routes, key=lambda item: (item[1], item[0])):
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op, keyed)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "hookstream",
+            "version": __version__,
+            "description": "Manage webhooks, publish events and read the delivery log.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"apiKey": []}],
+    }
+
+
+# Keys are (model, mode); pydantic types the model as a model or a pydantic dataclass.
+Keyed = dict[tuple[Any, JsonSchemaMode], dict[str, Any]]
+
+
+def _models(ops: Iterator[Operation]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    seen: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(ErrorOut, "serialization"): None}
+    for op in ops:
+        if op.body is not None:
+            seen[(op.body, "validation")] = None
+        if op.response is not None:
+            seen[(op.response, "serialization")] = None
+    return list(seen)
+
+
+def _operation(method: str, path: str, op: Operation, keyed: Keyed) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "operationId": _operation_id(method, path),
+        "summary": op.summary,
+        "tags": [op.tag],
+        "parameters": [*_path_parameters(path), *_query_parameters(op)],
+        "responses": _responses(op, keyed),
+    }
+    if op.description:
+        doc["description"] = op.description
+    if op.public:
+        doc["security"] = []
+    if op.body is not None:
+        schema = op.body.model_json_schema()
+        doc["requestBody"] = {
+            "required": bool(schema.get("required")),
+            "content": {"application/json": {"schema": keyed[(op.body, "validation")]}},
+        }
+    return doc
+
+
+def _operation_id(method: str, path: str) -> str:
+    words = re.findall(r"[a-z0-9]+", _PATH_PARAM.sub(r"by_\1", path).lower())
+    return "_".join([method.lower(), *words])
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAM.findall(path)
+    ]
+
+
+def _query_parameters(op: Operation) -> list[dict[str, Any]]:
+    if op.query is None:
+        return []
+    schema = op.query.model_json_schema()
+    if "$defs" in schema:
+        raise ValueError(f"{op.query.__name__}: query parameters must be plain values")
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": _query_schema(prop),
+        }
+        if "description" in prop:
+            parameter["description"] = prop["description"]
+        parameters.append(parameter)
+    return parameters
+
+
+def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    # A query string has no null: an optional parameter is simply left out.
+    schema = {key: value for key, value in prop.items() if key not in ("title", "description")}
+    branches = [branch for branch in schema.pop("anyOf", ()) if branch != {"type": "null"}]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+    if schema.get("default", ...) is None:
+        del schema["default"]
+    return schema
+
+
+def _responses(op: Operation, keyed: Keyed) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": op.summary}
+    if op.response is not None:
+        success["content"] = {op.media_type: {"schema": keyed[(op.response, "serialization")]}}
+    elif op.status != 204:
+        success["content"] = {op.media_type: {"schema": {}}}
+    responses: dict[str, Any] = {str(op.status): success}
+    error_schema = keyed[(ErrorOut, "serialization")]
+    errors = set(op.errors) if op.public else {401, *op.errors}
+    for status in sorted(errors):
+        responses[str(status)] = {
+            "description": ERROR_DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": error_schema}},
+        }
+    return responses

@@ -1,0 +1,113 @@
+"""Domain values (webhooks, store rows) as the API's response models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from hookstream.api.models import (
+    AttemptOut,
+    DeliveryDetailOut,
+    DeliveryOut,
+    HealthOut,
+    WebhookOut,
+)
+from hookstream.api.times import iso
+from hookstream.core.store import AttemptRow, DeliveryDetail, DeliveryRow, Health
+from hookstream.core.webhooks import Webhook
+
+SECRET_HINT_CHARS = 4
+
+
+def webhook_out(webhook: Webhook, now_ms: int) -> WebhookOut:
+    current = webhook.secrets[0].value if webhook.secrets else ""
+    grace_ends = [
+        secret.not_after_ms
+        for secret in webhook.secrets[1:]
+        if secret.not_after_ms is not None and secret.valid_at(now_ms)
+    ]
+    return WebhookOut(
+        id=webhook.id,
+        tenant_id=webhook.tenant_id,
+        name=webhook.name,
+        url=webhook.url,
+        description=webhook.description,
+        events=list(webhook.events),
+        enabled=webhook.enabled,
+        owner_id=webhook.owner_id,
+        disabled_reason=webhook.disabled_reason,
+        secret_hint="…" + current[-SECRET_HINT_CHARS:] if current else "",
+        previous_secrets_valid_until=iso(max(grace_ends)) if grace_ends else None,
+        created_at=iso(webhook.created_at_ms),
+        updated_at=iso(webhook.updated_at_ms),
+    )
+
+
+def health_out(webhook: Webhook, health: Health) -> HealthOut:
+    return HealthOut(
+        webhook_id=webhook.id,
+        enabled=webhook.enabled,
+        disabled_reason=webhook.disabled_reason,
+        last_status=health.last_outcome,
+        last_status_code=health.last_status_code,
+        last_attempt_at=iso(health.last_attempt_at_ms),
+        success_rate_24h=health.success_rate_24h,
+        attempts_24h=health.attempts_24h,
+        failing_since=iso(health.failing_since_ms),
+    )
+
+
+def delivery_out(row: DeliveryRow) -> DeliveryOut:
+    return DeliveryOut(**_delivery_fields(row))
+
+
+def delivery_detail_out(detail: DeliveryDetail) -> DeliveryDetailOut:
+    return DeliveryDetailOut(
+        **_delivery_fields(detail.delivery),
+        payload=_payload(detail.delivery.body),
+        attempts=[_attempt_out(attempt) for attempt in detail.attempts],
+    )
+
+
+def _delivery_fields(row: DeliveryRow) -> dict[str, Any]:
+    return {
+        "id": row.delivery_id,
+        "tenant_id": row.tenant_id,
+        "webhook_id": row.webhook_id,
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "status": row.status,
+        "attempt_count": row.attempt_count,
+        "last_status_code": row.last_status_code,
+        "last_error": row.last_error,
+        "last_attempt_at": iso(row.last_attempt_at_ms),
+        "next_attempt_at": iso(row.next_attempt_at_ms),
+        "created_at": iso(row.created_at_ms),
+    }
+
+
+def _attempt_out(row: AttemptRow) -> AttemptOut:
+    return AttemptOut(
+        id=row.attempt_id,
+        attempt_number=row.attempt_number,
+        trigger=row.trigger,
+        url=row.url,
+        started_at=iso(row.started_at_ms),
+        duration_ms=row.duration_ms,
+        status_code=row.status_code,
+        outcome=row.outcome,
+        error=row.error,
+        response_body=row.response_body,
+        next_attempt_at=iso(row.next_attempt_at_ms),
+        webhook_disabled=row.webhook_disabled,
+    )
+
+
+def _payload(body: bytes | None) -> Any:
+    if body is None:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")

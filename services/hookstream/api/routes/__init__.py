@@ -1,0 +1,1 @@
+"""The API's route tables, one module per resource."""

@@ -1,0 +1,80 @@
+"""POST /v1/events: publish a domain event to `events`, at most once per id and window."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+from aiohttp import web
+
+from hookstream.api.auth import caller
+from hookstream.api.bodies import read_body, respond
+from hookstream.api.docs import operation
+from hookstream.api.errors import ApiError
+from hookstream.api.lookup import api_of
+from hookstream.api.models import EventAccepted, EventPublish
+from hookstream.api.producer import Record
+from hookstream.api.times import iso, normalize_iso, now_ms
+from hookstream.api.validation import check_event_type
+from hookstream.core.metrics import API_EVENTS
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/events")
+@operation(
+    "Publish an event for routing to the tenant's subscribed webhooks",
+    "events",
+    status=202,
+    response=EventAccepted,
+    body=EventPublish,
+    errors=(400, 413, 422, 503),
+    description=(
+        "An event whose `id` was already accepted within the idempotency window is answered "
+        "with the same id and not published again."
+    ),
+)
+async def publish_event(request: web.Request) -> web.StreamResponse:
+    api = api_of(request)
+    body = await read_body(request, EventPublish)
+    tenant_id = caller(request).write_tenant(body.tenant_id)
+    check_event_type(api, body.type)
+    now = now_ms()
+    event_id = body.id or f"evt_{uuid.uuid4().hex}"
+    value = api.codec.encode(
+        "Event",
+        {
+            "id": event_id,
+            "type": body.type,
+            "tenant_id": tenant_id,
+            "occurred_at": normalize_iso("occurred_at", body.occurred_at)
+            if body.occurred_at is not None
+            else iso(now),
+            "data": orjson.dumps(body.data).decode(),
+            "published_at_ms": now,
+        },
+    )
+    # The router refuses records above this size, so the API refuses them first, visibly.
+    limit = api.settings.max_payload_bytes
+    if len(value) > limit:
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"the event is {len(value)} bytes encoded, above the limit of {limit} bytes",
+        )
+    # Only a client-chosen id can be retried, so only those need claiming.
+    claimed = body.id is not None
+    if claimed:
+        window_ms = int(api.settings.event_idempotency_window * 1000)
+        if not await api.blocking(api.store.accept_event, tenant_id, event_id, now, window_ms):
+            API_EVENTS.labels("duplicate").inc()
+            return respond(EventAccepted(id=event_id, duplicate=True), 202)
+    try:
+        await api.produce([Record(api.topics.events, tenant_id.encode(), value)])
+    except BaseException:
+        if claimed:
+            # Unclaim, or the client's retry of this failed publish would be dropped.
+            await api.blocking(api.store.release_event, tenant_id, event_id, now)
+        raise
+    API_EVENTS.labels("published").inc()
+    return respond(EventAccepted(id=event_id, duplicate=False), 202)
