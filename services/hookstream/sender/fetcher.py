@@ -310,9 +310,13 @@ class Fetcher:
             self._trackers[part] = OffsetTracker()
             self._due.pop(part, None)
             self._rewind.pop(part, None)
-        if self._backpressured and partitions:
-            # Newly assigned partitions come unpaused; backpressure applies to them too.
-            consumer.pause(partitions)
+        if partitions:
+            # librdkafka keeps a partition's pause across an incremental revoke and re-assign
+            # (it stalled forever when revoked while backpressured): set its state explicitly.
+            if self._backpressured:
+                consumer.pause(partitions)
+            else:
+                consumer.resume(partitions)
         log.info("sender: assigned %s", _names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
