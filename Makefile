@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv kafka kafka-stop topics postgres run lint test unit integration clean
+.PHONY: help venv kafka kafka-stop topics postgres run lint test unit integration clean bench
 
 help:
 	@echo "make run          venv + local Kafka + topics + every service that exists"
@@ -13,6 +13,7 @@ help:
 	@echo "make topics       create hookstream's topics on the configured broker"
 	@echo "make postgres     start a local PostgreSQL (Debian packages) for the store tests"
 	@echo "make lint         ruff + mypy"
+	@echo "make bench        the benchmark (issue 7), ~8 min; BENCH_ARGS=--quick for ~2 min"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,3 +54,9 @@ integration: venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# The benchmark starts its own broker (unless HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS is set) and
+# its own nginx (installed from Debian's packages when missing); see bench/README.md.
+# e.g. make bench BENCH_ARGS="--quick --stage sender"
+bench: venv
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,0 +1,109 @@
+"""What every stage shares: sizes, the broker, the receiver, the codec, the started processes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.cluster import Broker, Service, Stage
+from bench.nginx import Nginx
+from hookstream.core.codec import Codec
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each stage does; `FULL` follows issue 7 where it fits in ~15 minutes."""
+
+    ceiling_requests: int
+    ceiling_sweep_requests: int
+    ceiling_concurrencies: tuple[int, ...]
+    body_size: int
+    sender_deliveries: int
+    sender_webhooks: int
+    isolation_deliveries: int
+    slow_fraction: float
+    slow_seconds: float
+    router_events: dict[int, int]  # fan-out -> events
+    router_webhooks: int
+    router_tenants: int
+    e2e_webhooks: int
+    latency_rate: int
+    latency_low_rate: int
+    latency_seconds: float
+    step_rates: tuple[int, ...]
+    step_seconds: float
+    step_grace: float
+    verify_every: int
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["router_events"] = {str(k): v for k, v in self.router_events.items()}
+        return out
+
+
+FULL = Sizes(
+    ceiling_requests=30_000,
+    ceiling_sweep_requests=4_000,
+    ceiling_concurrencies=(16, 32, 64, 256),
+    body_size=1024,
+    sender_deliveries=50_000,
+    sender_webhooks=1_000,
+    isolation_deliveries=50_000,
+    slow_fraction=0.1,
+    slow_seconds=2.0,
+    router_events={1: 100_000, 10: 100_000},
+    router_webhooks=10_000,
+    router_tenants=100,
+    e2e_webhooks=1_000,
+    latency_rate=1_000,
+    latency_low_rate=200,
+    latency_seconds=20.0,
+    step_rates=(100, 250, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000),
+    step_seconds=10.0,
+    step_grace=3.0,
+    verify_every=10,
+)
+
+QUICK = Sizes(
+    ceiling_requests=5_000,
+    ceiling_sweep_requests=1_000,
+    ceiling_concurrencies=(32, 256),
+    body_size=1024,
+    sender_deliveries=5_000,
+    sender_webhooks=1_000,
+    isolation_deliveries=5_000,
+    slow_fraction=0.1,
+    slow_seconds=2.0,
+    router_events={1: 10_000, 10: 2_000},
+    router_webhooks=10_000,
+    router_tenants=100,
+    e2e_webhooks=1_000,
+    latency_rate=1_000,
+    latency_low_rate=200,
+    latency_seconds=5.0,
+    step_rates=(250, 500, 1_000, 2_000, 4_000),
+    step_seconds=5.0,
+    step_grace=3.0,
+    verify_every=5,
+)
+
+
+@dataclass
+class Context:
+    sizes: Sizes
+    workdir: Path
+    broker: Broker
+    nginx: Nginx
+    codec: Codec
+    services: list[Service] = field(default_factory=list)
+
+    def start(self, stage: Stage, name: str, tag: str = "") -> Service:
+        service = Service(stage, name, tag)
+        self.services.append(service)
+        return service
+
+    def stop_all(self) -> None:
+        for service in self.services:
+            service.stop(timeout=15)
+        self.services.clear()

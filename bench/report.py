@@ -1,0 +1,288 @@
+"""The figures of a run against issue 7's targets: a printed table, JSON, and Markdown.
+
+`python -m bench.report bench/results/<file>.json` prints a stored run as a Markdown table
+(the one in bench/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    value: float | None
+    unit: str
+    ratio: float | None  # to the ceiling measured in the same run
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+    def shown_value(self) -> str:
+        if self.value is None:
+            return "n/a"
+        if self.unit in ("/s", "MB"):
+            return f"{self.value:,.0f} {self.unit}".replace(" /s", "/s")
+        if self.unit == "ms":
+            return f"{self.value:,.1f} ms"
+        if self.unit == "%":
+            return f"{self.value:.0f} %"
+        return f"{self.value:g} {self.unit}".strip()
+
+    def shown_ratio(self) -> str:
+        return "—" if self.ratio is None else f"{self.ratio:.2f}"
+
+    def shown_met(self) -> str:
+        return {True: "yes", False: "NO", None: ""}[self.met]
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or not reference:
+        return None
+    return value / reference
+
+
+def build_figures(stages: dict[str, Any]) -> list[Figure]:
+    """Every figure of the stages that ran, each with its ratio to the ceiling."""
+    figures: list[Figure] = []
+    ceiling = stages.get("ceiling") or {}
+    rate = ceiling.get("requests_per_second")
+    cpu = ceiling.get("cpu_seconds_per_1000")
+    rss = ceiling.get("peak_rss_mb")
+    if ceiling:
+        figures.append(
+            Figure(
+                f"Ceiling: signed POSTs/s, 1 process, concurrency {ceiling['concurrency']}",
+                rate,
+                "/s",
+                1.0,
+            )
+        )
+        figures.append(Figure("Ceiling: CPU s per 1,000 requests", cpu, "s", 1.0))
+        uv = ceiling.get("uvloop")
+        if uv:
+            figures.append(
+                Figure(
+                    "Ceiling with uvloop (same concurrency)",
+                    uv["requests_per_second"],
+                    "/s",
+                    _ratio(uv["requests_per_second"], rate),
+                    note="uvloop is not a hookstream dependency; shown for comparison",
+                )
+            )
+    sender = stages.get("sender")
+    if sender:
+        value = sender["deliveries_per_second"]
+        ratio = _ratio(value, rate)
+        figures.append(
+            Figure(
+                "Sender stage: deliveries/s, 1 process",
+                value,
+                "/s",
+                ratio,
+                ">= 60 % of ceiling",
+                None if ratio is None else ratio >= 0.60,
+            )
+        )
+        figures.append(
+            Figure(
+                "Sender stage: CPU s per 1,000 deliveries",
+                sender["cpu_seconds_per_1000"],
+                "s",
+                _ratio(sender["cpu_seconds_per_1000"], cpu),
+            )
+        )
+        figures.append(
+            Figure(
+                f"Sender stage: peak RSS (max_in_flight {sender['max_in_flight']})",
+                sender["peak_rss_mb"],
+                "MB",
+                _ratio(sender["peak_rss_mb"], rss),
+                "<= 300 MB",
+                sender["peak_rss_mb"] is not None and sender["peak_rss_mb"] <= 300,
+            )
+        )
+    for fanout, target in ((1, 30_000), (10, None)):
+        router = stages.get(f"router_fanout_{fanout}")
+        if router:
+            value = router["deliveries_per_second"]
+            figures.append(
+                Figure(
+                    f"Router fan-out {fanout}: routed deliveries/s, 1 process",
+                    value,
+                    "/s",
+                    _ratio(value, rate),
+                    f">= {target:,}/s" if target else "",
+                    None if target is None or value is None else value >= target,
+                    f"router CPU busy {router['cpu_utilisation']:.0%} of one core",
+                )
+            )
+    steps = stages.get("e2e_steps")
+    if steps:
+        value = steps["sustained_deliveries_per_second"]
+        figures.append(
+            Figure(
+                "End to end: highest sustained deliveries/s (1 sender)",
+                value,
+                "/s",
+                _ratio(value, rate),
+                ">= 4,000/s",
+                value >= 4000,
+                f"highest delivered rate seen {steps['highest_delivered_rate']:,.0f}/s",
+            )
+        )
+        spent = steps.get("cpu_seconds_per_1000_at_best")
+        if spent:
+            total = sum(spent.values())
+            parts = ", ".join(f"{name} {value:.2f}" for name, value in spent.items())
+            figures.append(
+                Figure(
+                    "End to end: CPU s per 1,000 deliveries, every process, at that rate",
+                    round(total, 3),
+                    "s",
+                    _ratio(total, cpu),
+                    note=parts,
+                )
+            )
+    latency = stages.get("e2e_latency")
+    if latency:
+        sustained = steps["sustained_deliveries_per_second"] if steps else None
+        over = sustained is not None and latency["rate_target"] > sustained
+        note = "offered load is above the sustained rate: queueing" if over else ""
+        figures.append(
+            Figure(
+                f"End to end: p50 latency at {latency['rate_target']:,}/s",
+                latency["latency_p50_ms"],
+                "ms",
+                None,
+                note=note,
+            )
+        )
+        figures.append(
+            Figure(
+                f"End to end: p99 latency at {latency['rate_target']:,}/s",
+                latency["latency_p99_ms"],
+                "ms",
+                None,
+                "<= 100 ms",
+                latency["latency_p99_ms"] is not None and latency["latency_p99_ms"] <= 100,
+                note,
+            )
+        )
+        low = latency.get("low_rate")
+        if low:
+            figures.append(
+                Figure(
+                    f"End to end: p99 latency at {low['rate_target']:,}/s",
+                    low["latency_p99_ms"],
+                    "ms",
+                    None,
+                    note=f"p50 {low['latency_p50_ms']:,.1f} ms",
+                )
+            )
+        verified = latency["verified"] + (low["verified"] if low else 0)
+        failures = latency["verify_failures"] + (low["verify_failures"] if low else 0)
+        figures.append(
+            Figure(
+                f"Correctness: signature failures in {verified:,} verified requests",
+                failures,
+                "",
+                None,
+                "0",
+                failures == 0,
+                f"every {latency['verify_every']}th request verified with standardwebhooks",
+            )
+        )
+    isolation = stages.get("isolation")
+    if isolation and sender:
+        healthy = isolation["healthy"]["deliveries_per_second"]
+        baseline = sender["healthy"]["deliveries_per_second"]
+        share = _ratio(healthy, baseline)
+        figures.append(
+            Figure(
+                "Isolation: healthy deliveries/s with 10 % of webhooks slow (2 s)",
+                healthy,
+                "/s",
+                _ratio(healthy, rate),
+                ">= 90 % of run without slow",
+                None if share is None else share >= 0.90,
+                "" if share is None else f"{share:.0%} of {baseline:,.0f}/s without slow ones",
+            )
+        )
+    scaled = stages.get("scaleout_steps")
+    if scaled:
+        value = scaled["sustained_deliveries_per_second"]
+        one = steps["sustained_deliveries_per_second"] if steps else None
+        gain = _ratio(value, one)
+        held = [member.get("deliveries", 0) for member in scaled.get("sender_assignment", [])]
+        notes = [] if gain is None else [f"{gain:.2f}x the 1-sender run"]
+        notes.append(f"deliveries partitions per sender: {held}")
+        figures.append(
+            Figure(
+                "Scale-out: highest sustained deliveries/s, 2 senders",
+                value,
+                "/s",
+                _ratio(value, rate),
+                note="; ".join(notes),
+            )
+        )
+    return figures
+
+
+def table(figures: list[Figure]) -> str:
+    rows = [("figure", "value", "x ceiling", "target", "met", "note")]
+    rows += [
+        (f.label, f.shown_value(), f.shown_ratio(), f.target, f.shown_met(), f.note)
+        for f in figures
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [row[i].ljust(widths[i]) if i == 0 else row[i].rjust(widths[i]) for i in range(5)]
+        lines.append("  ".join(cells) + ("  " + row[5] if row[5] else ""))
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    machine = result["machine"]
+    figures = [Figure(**figure) for figure in result["figures"]]
+    lines = [
+        f"Run {machine['date']} on `{machine['host']}` ({result['mode']} sizes): "
+        f"{machine['cpu_model']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
+        f"Python {machine['python']}, Kafka {machine['kafka']}, nginx {machine['nginx']}, "
+        f"commit `{(machine['commit'] or 'unknown')[:12]}`; load average at start "
+        f"{', '.join(str(v) for v in machine['load_average_at_start'])}.",
+        "",
+        "| figure | value | x ceiling | target | met | note |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for f in figures:
+        lines.append(
+            f"| {f.label} | {f.shown_value()} | {f.shown_ratio()} | {f.target} | "
+            f"{f.shown_met()} | {f.note} |"
+        )
+    return "\n".join(lines)
+
+
+def figures_json(figures: list[Figure]) -> list[dict[str, Any]]:
+    return [asdict(figure) for figure in figures]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m bench.report bench/results/<file>.json", file=sys.stderr)
+        return 2
+    print(markdown(json.loads(Path(args[0]).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
