@@ -15,7 +15,14 @@ import uuid
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from hookstream.core.codec import Codec, DecodeError
 from hookstream.core.kafka import consumer_config
@@ -58,6 +65,12 @@ class CompactedView(Generic[T]):
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        # Sync requests from other threads, served by the view's own thread.
+        self._sync_requested = 0
+        self._sync_done = 0
+        self._sync_targets: tuple[int, int, dict[int, int]] | None = None
+        # When the end offsets of the last completed sync were read (Unix ms).
+        self.synced_at_ms = 0
         self._thread = threading.Thread(target=self._run, name=f"view:{topic}", daemon=True)
 
     def start(self) -> CompactedView[T]:
@@ -85,6 +98,48 @@ class CompactedView(Generic[T]):
                     return False
                 self._applied.wait(remaining)
         return True
+
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Block until every record on the topic now has been applied.
+
+        For a key that is unknown right after it was written elsewhere (e.g. a webhook created
+        a moment ago): after `sync`, absence means deleted, not "not read yet". The view's own
+        thread reads the topic's end offsets (its consumer is not shared across threads).
+        """
+        deadline = time.monotonic() + timeout
+        with self._applied:
+            self._sync_requested += 1
+            wanted = self._sync_requested
+            while self._sync_done < wanted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return False
+                self._applied.wait(remaining)
+        return True
+
+    def _serve_sync(self, consumer: Consumer, partitions: list[int]) -> None:
+        with self._applied:
+            requested = self._sync_requested
+            if self._sync_done >= requested:
+                return
+            if self._sync_targets is None:
+                targets: dict[int, int] = {}
+                for partition in partitions:
+                    try:
+                        _low, high = consumer.get_watermark_offsets(
+                            TopicPartition(self._topic, partition), timeout=2, cached=False
+                        )
+                    except KafkaException as exc:
+                        log.warning("view of %s: reading end offsets: %s", self._topic, exc)
+                        return
+                    targets[partition] = high
+                self._sync_targets = (requested, int(time.time() * 1000), targets)
+            generation, read_at_ms, targets = self._sync_targets
+            if all(self._next_offsets.get(p, 0) >= high for p, high in targets.items()):
+                self._sync_done = generation
+                self.synced_at_ms = read_at_ms
+                self._sync_targets = None
+                self._applied.notify_all()
 
     def get(self, key: str) -> T | None:
         return self._items.get(key)
@@ -132,6 +187,7 @@ class CompactedView(Generic[T]):
                         log.warning("view of %s: %s", self._topic, error)
                         continue
                     self._apply(message)
+                self._serve_sync(consumer, partitions)
         finally:
             consumer.close()
 

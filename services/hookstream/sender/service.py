@@ -208,7 +208,16 @@ class Sender:
         _count(conclusion, delivery)
 
     async def _attempt(self, delivery: dict[str, object], source: Source) -> Conclusion:
-        webhook = self.webhooks.get(str(delivery["webhook_id"]))
+        webhook_id = str(delivery["webhook_id"])
+        webhook = self.webhooks.get(webhook_id)
+        created_at_ms = delivery["created_at_ms"]
+        assert isinstance(created_at_ms, int)
+        if webhook is None and self.webhooks.synced_at_ms <= created_at_ms:
+            # Created a moment before this delivery, perhaps, and not read yet: only a view
+            # caught up since the delivery was made may say "deleted".
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.webhooks.sync)
+            webhook = self.webhooks.get(webhook_id)
         started_ms = int(time.time() * 1000)
         skip: str | None = None
         result: HttpResult | None = None
