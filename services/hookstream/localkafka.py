@@ -219,6 +219,13 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # The sender's group uses the broker-side protocol (KIP-848), whose 45 s default
+        # session would keep a killed member's partitions idle that long: 10 s, as for the
+        # classic groups.
+        "group.consumer.min.session.timeout.ms": "6000",
+        "group.consumer.session.timeout.ms": "10000",
+        "group.consumer.min.heartbeat.interval.ms": "1000",
+        "group.consumer.heartbeat.interval.ms": "1000",
         "auto.create.topics.enable": "false",
         # Tests delete many short-lived topics; let the cleaner keep up without a big heap.
         "log.cleaner.dedupe.buffer.size": "33554432",

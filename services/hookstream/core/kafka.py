@@ -41,14 +41,28 @@ def producer_config(
 
 
 def consumer_config(
-    settings: Settings, group: str, extra: dict[str, Any] | None = None
+    settings: Settings,
+    group: str,
+    extra: dict[str, Any] | None = None,
+    *,
+    balance_per_topic: bool = False,
 ) -> dict[str, Any]:
-    defaults: dict[str, Any] = {
-        "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": 10000,
-        "heartbeat.interval.ms": 1000,
-    }
+    """A consumer's configuration.
+
+    `balance_per_topic` uses the broker-side group protocol (KIP-848) with its range
+    assignor, which spreads every topic's partitions over the members: a group consuming
+    one busy topic beside many quiet ones (the sender: `deliveries` and the retry tiers)
+    would otherwise leave one member with every busy partition.
+    """
+    defaults: dict[str, Any] = {"auto.offset.reset": "earliest"}
+    if balance_per_topic:
+        defaults |= {"group.protocol": "consumer", "group.remote.assignor": "range"}
+    else:
+        defaults |= {
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000,
+        }
     forced: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "group.id": settings.consumer_group_prefix + group,

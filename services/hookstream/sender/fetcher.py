@@ -141,6 +141,7 @@ class Fetcher:
                 # default 500 ms made due retries up to half a second late.
                 "fetch.wait.max.ms": 100,
             },
+            balance_per_topic=True,
         )
         consumer = Consumer(with_lag_metrics(config))
         try:
