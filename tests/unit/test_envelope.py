@@ -244,7 +244,7 @@ def test_delivery_id_is_deterministic_and_distinct() -> None:
     first = delivery_id("evt_1", "wh_1")
     assert first == delivery_id("evt_1", "wh_1")
     assert first.startswith("dlv_")
-    assert len(first) == len("dlv_") + 26
+    assert len(first) == len("dlv_") + 32
     assert first[4:] == first[4:].lower()
     assert first[4:].isalnum()
     others = {

@@ -6,7 +6,6 @@ Both must produce byte-identical envelopes and the same ids, so the rules live h
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +14,6 @@ from typing import Any, Protocol
 import orjson
 
 DELIVERY_ID_PREFIX = "dlv_"
-_DELIVERY_ID_LENGTH = 26
 
 
 class EnvelopeEvent(Protocol):
@@ -46,9 +44,10 @@ def delivery_id(event_id: str, webhook_id: str) -> str:
     Deterministic so that a router re-processing an event after a crash produces the same
     deliveries, which downstream deduplicates, instead of sending the event twice.
     """
-    digest = hashlib.sha256(f"{event_id}\0{webhook_id}".encode()).digest()
-    encoded = base64.b32encode(digest).decode("ascii").lower()
-    return DELIVERY_ID_PREFIX + encoded[:_DELIVERY_ID_LENGTH]
+    # 128-bit BLAKE2b in hex: C all the way (base32 is pure Python and was a tenth of the
+    # router's time per delivery).
+    digest = hashlib.blake2b(f"{event_id}\0{webhook_id}".encode(), digest_size=16)
+    return DELIVERY_ID_PREFIX + digest.hexdigest()
 
 
 def build_body(event: EnvelopeEvent, data: Mapping[str, Any], api_version: str) -> bytes:

@@ -9,10 +9,12 @@ import ipaddress
 import json
 import socket
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from hookstream.core.secrets import parse_keys
 
 # Svix/SPEC default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h after the first attempt.
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (
@@ -76,10 +78,19 @@ class Settings(BaseSettings):
     response_body_limit: int = Field(default=16 * 1024, ge=0)
     allow_private_targets: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # Webhook signing secrets are encrypted at rest (core/secrets.py): comma-separated
+    # kid:base64key entries of 32-byte keys; the first encrypts, every one decrypts.
+    encryption_key: SecretStr = SecretStr("")
+    # production refuses to start the API or the sender without encryption_key; development
+    # then generates a key once and keeps it in encryption_key_file (default
+    # ~/.cache/hookstream/dev-encryption-key), shared by the services of one machine.
+    env: Literal["production", "development"] = "development"
+    encryption_key_file: str = ""
+
     # Stable per process across restarts (the router's transactional id is built from it), so a
     # restarted router fences and aborts its predecessor's open transaction at once.
     instance_id: str = Field(default_factory=socket.gethostname, min_length=1)
-    router_batch_size: int = Field(default=1000, ge=1)
+    router_batch_size: int = Field(default=5000, ge=1)
 
     # Log-sink: batch bounds, endpoint health and retention (durations in seconds).
     sink_batch_size: int = Field(default=1000, ge=1)
@@ -138,6 +149,13 @@ class Settings(BaseSettings):
             raise ValueError("every retry delay must be positive")
         if len(set(value)) != len(value):
             raise ValueError("retry delays must be distinct (one topic per tier)")
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _check_encryption_key(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value().strip():
+            parse_keys(value.get_secret_value())
         return value
 
     @field_validator("allow_private_targets", mode="before")

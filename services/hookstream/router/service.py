@@ -23,6 +23,7 @@ from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
 from hookstream.core.deadletter import dead_letter
 from hookstream.core.kafka import (
+    consume_batch,
     consumer_config,
     header_pairs,
     next_offsets,
@@ -107,7 +108,7 @@ class Router:
             ready.set()
         try:
             while not stop.is_set():
-                batch = consumer.consume(num_messages=self.settings.router_batch_size, timeout=0.2)
+                batch = consume_batch(consumer, self.settings.router_batch_size, timeout=0.2)
                 if batch:
                     self._route_batch(batch, producer, consumer)
         finally:

@@ -6,7 +6,6 @@ Kafka or HTTP.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import random
 from collections.abc import Mapping
@@ -51,10 +50,8 @@ class Conclusion:
 
 def attempt_id(delivery_id: str, attempt: int, source: Source) -> str:
     """Deterministic: re-processing the same record after a crash logs the same attempt id."""
-    digest = hashlib.sha256(
-        f"{delivery_id}\0{attempt}\0{source.topic}\0{source.partition}\0{source.offset}".encode()
-    ).digest()
-    return "att_" + base64.b32encode(digest).decode("ascii").lower()[:26]
+    key = f"{delivery_id}\0{attempt}\0{source.topic}\0{source.partition}\0{source.offset}"
+    return "att_" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
 def conclude(

@@ -33,7 +33,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from hookstream.core.kafka import consumer_config, header_pairs, with_lag_metrics
+from hookstream.core.kafka import (
+    consume_batch,
+    consumer_config,
+    header_pairs,
+    with_lag_metrics,
+)
 from hookstream.core.settings import Settings
 from hookstream.sender.attempt import DUE_AT_HEADER
 from hookstream.sender.offsets import OffsetTracker
@@ -172,7 +177,7 @@ class Fetcher:
         # Never take more than the outstanding bound allows: a whole batch on top of a nearly
         # full window would let a crash re-send up to a batch more than the bound.
         room = max(1, min(500, self._max_outstanding - self._outstanding))
-        batch = consumer.consume(num_messages=room, timeout=0.1)
+        batch = consume_batch(consumer, room, timeout=0.1)
         if batch:
             ready = self._admit(consumer, batch)
             if ready:
