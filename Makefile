@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 .PHONY: help venv kafka kafka-stop topics postgres run lint test unit integration clean bench
 
 help:
-	@echo "make run          venv + local Kafka + topics + every service that exists"
+	@echo "make run          venv + local Kafka + topics + every service (dev API key: dev-admin-key)"
 	@echo "make test         lint (ruff, mypy) then the whole pytest suite"
 	@echo "make kafka        start the local single-node Kafka broker (kafka-stop stops it)"
 	@echo "make topics       create hookstream's topics on the configured broker"
@@ -35,7 +35,12 @@ topics: venv
 postgres:
 	bash deploy/dev/postgres.sh
 
+# DEVELOPMENT ONLY: unless already set, the API accepts the admin key `dev-admin-key` and
+# webhooks may target loopback addresses (for `hookstream receiver`). Never use these defaults
+# in a deployment.
 run: kafka topics
+	HOOKSTREAM_API_KEYS="$${HOOKSTREAM_API_KEYS:-dev-admin-key:*}" \
+	HOOKSTREAM_ALLOW_PRIVATE_TARGETS="$${HOOKSTREAM_ALLOW_PRIVATE_TARGETS:-127.0.0.0/8}" \
 	$(BIN)/hookstream run all
 
 lint: venv

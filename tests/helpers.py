@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -21,6 +23,9 @@ from hookstream.core.store.engine import normalize_url
 # The development database (deploy/dev/postgres.sh); its role may CREATEDB.
 DEFAULT_POSTGRES_URL = "postgresql://hookstream:hookstream@127.0.0.1:5432/hookstream"
 STORE_BACKENDS = ("sqlite", "postgresql")
+# One fixed key for every test's settings, so the API, senders and test code in separate
+# processes share it (development mode would otherwise fall back to a per-machine key file).
+TEST_ENCRYPTION_KEY = "test:" + base64.b64encode(bytes(range(32))).decode("ascii")
 
 
 def settings_for_test(bootstrap: str, prefix: str, **overrides: Any) -> Settings:
@@ -37,6 +42,7 @@ def settings_for_test(bootstrap: str, prefix: str, **overrides: Any) -> Settings
         "compacted_partitions": 1,
         "retry_schedule": (0.2, 0.5, 1.0),
         "metrics_port": 0,
+        "encryption_key": TEST_ENCRYPTION_KEY,
     }
     values.update(overrides)
     return load_settings(**values)
@@ -46,7 +52,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a `hookstream` subprocess see exactly these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        if isinstance(value, dict):
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, dict):
             text = json.dumps(value)
         elif isinstance(value, tuple | list):
             text = ",".join(str(item) for item in value)

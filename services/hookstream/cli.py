@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hookstream import __version__, localkafka
+from hookstream.client.commands import register as register_api_commands
 from hookstream.core.settings import Settings, SettingsError, load_settings
 
 
@@ -111,6 +112,12 @@ def _cmd_receiver(args: argparse.Namespace) -> int:
     return devreceiver.run(state, args.host, args.port)
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from hookstream import status
+
+    return status.run(_settings(), as_json=args.json, timeout=args.timeout)
+
+
 def _cmd_store(args: argparse.Namespace) -> int:
     from hookstream.core.store import migrate
 
@@ -118,6 +125,13 @@ def _cmd_store(args: argparse.Namespace) -> int:
     migrate(settings.store_url)
     print(f"store migrated: {settings.masked()['store_url']}")
     return 0
+
+
+def _cmd_secrets(args: argparse.Namespace) -> int:
+    from hookstream.core.reencrypt import secrets_command
+
+    settings = _settings() if args.action == "reencrypt" else None
+    return secrets_command(args.action, settings, kid=args.kid, dry_run=args.dry_run)
 
 
 # Each service is imported only when it runs; `run all` starts every one.
@@ -144,11 +158,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_all(settings: Settings) -> int:
     """Every service as a child process, stopped together on SIGTERM/SIGINT (development)."""
     env = {**os.environ, "HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
-    children = {
-        name: subprocess.Popen([sys.executable, "-m", "hookstream", "run", name], env=env)
-        for name in SERVICES
+    # Each service but the api (which serves /metrics on its own port) binds the metrics
+    # port: one port each, counting up from the configured one (0 stays "any free port").
+    ports = {
+        name: settings.metrics_port + index if settings.metrics_port else 0
+        for index, name in enumerate(service for service in SERVICES if service != "api")
     }
-    print(f"started {', '.join(children)}; Ctrl-C stops them", flush=True)
+    children: dict[str, subprocess.Popen[bytes]] = {}
 
     def forward(signum: int, _frame: object) -> None:
         for child in children.values():
@@ -157,6 +173,17 @@ def _run_all(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for name in SERVICES:
+        # Own process groups: a terminal's Ctrl-C reaches this process only, which forwards
+        # it once (a second SIGINT would cut a child's graceful shutdown short).
+        children[name] = subprocess.Popen(
+            [sys.executable, "-m", "hookstream", "run", name],
+            env={**env, "HOOKSTREAM_METRICS_PORT": str(ports[name])} if name in ports else env,
+            process_group=0,
+        )
+    listening = [f"api http://{settings.api_host}:{settings.api_port}"]
+    listening += [f"{name} metrics :{port}" for name, port in ports.items() if port]
+    print(f"started {', '.join(children)} ({'; '.join(listening)}); Ctrl-C stops them", flush=True)
     codes = {name: child.wait() for name, child in children.items()}
     failed = {name: code for name, code in codes.items() if code != 0}
     for name, code in failed.items():
@@ -192,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("action", choices=["migrate"])
     store.set_defaults(handler=_cmd_store)
 
+    secrets = sub.add_parser("secrets", help="webhook signing secrets at rest (key rotation)")
+    secrets.add_argument("action", choices=["reencrypt", "generate-key"])
+    secrets.add_argument("--kid", help="generate-key: the new key's id (default k<YYYYMMDD>)")
+    secrets.add_argument("--dry-run", action="store_true", help="reencrypt: only report")
+    secrets.set_defaults(handler=_cmd_secrets)
+
     receiver = sub.add_parser("receiver", help="a development endpoint that verifies webhooks")
     receiver.add_argument("--port", type=int, default=9000)
     receiver.add_argument("--host", default="127.0.0.1")
@@ -200,9 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     receiver.add_argument("--fail", type=int, default=0, help="answer 500 to the first N")
     receiver.set_defaults(handler=_cmd_receiver)
 
+    status = sub.add_parser("status", help="lag, members, retry backlog, DLQ, disabled webhooks")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for Kafka")
+    status.set_defaults(handler=_cmd_status)
+
     run = sub.add_parser("run", help="run a service")
     run.add_argument("service", help="router, sender, log-sink, api or all")
     run.set_defaults(handler=_cmd_run)
+
+    # webhooks, events, deliveries, event-types: clients of the management API.
+    register_api_commands(sub, _settings)
     return parser
 
 

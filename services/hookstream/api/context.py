@@ -20,6 +20,7 @@ from hookstream.api.errors import unavailable
 from hookstream.api.producer import KafkaWriter, Record, WriteFailedError, Written
 from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
+from hookstream.core.secrets import Keyring, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.store import Store
 from hookstream.core.topics import Topics
@@ -47,6 +48,7 @@ class Api:
     webhooks: CompactedView[Webhook]
     principals: CompactedView[Principal]
     store: Store
+    keyring: Keyring
     _view_waits: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(VIEW_WAIT_THREADS, "api-view-wait")
     )
@@ -117,6 +119,8 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: open the store, the producer and both views; close them on shutdown."""
     settings = app[SETTINGS]
     loop = asyncio.get_running_loop()
+    # First: production without an encryption key stops here, before any connection.
+    keyring = load_keyring(settings)
     codec = default_codec()
     topics = Topics.from_settings(settings)
     store = await loop.run_in_executor(None, Store.open, settings.store_url)
@@ -131,6 +135,7 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
         webhooks=webhook_view(settings, codec, topics.webhooks).start(),
         principals=principal_view(settings, codec, topics.principals).start(),
         store=store,
+        keyring=keyring,
     )
     app[API] = api
     try:

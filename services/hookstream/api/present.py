@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -14,14 +15,28 @@ from hookstream.api.models import (
     WebhookOut,
 )
 from hookstream.api.times import iso
+from hookstream.core.secrets import Keyring, SecretError
 from hookstream.core.store import AttemptRow, DeliveryDetail, DeliveryRow, Health
 from hookstream.core.webhooks import Webhook
+
+log = logging.getLogger(__name__)
 
 SECRET_HINT_CHARS = 4
 
 
-def webhook_out(webhook: Webhook, now_ms: int) -> WebhookOut:
-    current = webhook.secrets[0].value if webhook.secrets else ""
+def secret_hint(webhook: Webhook, keyring: Keyring) -> str:
+    """The last characters of the current secret's plaintext ("" if it cannot be read)."""
+    if not webhook.secrets:
+        return ""
+    try:
+        current = keyring.decrypt(webhook.id, webhook.secrets[0].value)
+    except SecretError as exc:
+        log.warning("api: no secret hint for webhook %s: %s", webhook.id, exc)
+        return ""
+    return "…" + current[-SECRET_HINT_CHARS:]
+
+
+def webhook_out(webhook: Webhook, now_ms: int, keyring: Keyring) -> WebhookOut:
     grace_ends = [
         secret.not_after_ms
         for secret in webhook.secrets[1:]
@@ -37,7 +52,7 @@ def webhook_out(webhook: Webhook, now_ms: int) -> WebhookOut:
         enabled=webhook.enabled,
         owner_id=webhook.owner_id,
         disabled_reason=webhook.disabled_reason,
-        secret_hint="…" + current[-SECRET_HINT_CHARS:] if current else "",
+        secret_hint=secret_hint(webhook, keyring),
         previous_secrets_valid_until=iso(max(grace_ends)) if grace_ends else None,
         created_at=iso(webhook.created_at_ms),
         updated_at=iso(webhook.updated_at_ms),

@@ -11,6 +11,8 @@ import socket
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolve = Callable[[str], Sequence[IPAddress]]
@@ -79,7 +81,8 @@ def parse_ip_literal(host: str) -> IPAddress | None:
         return None
     try:
         return ipaddress.IPv4Address(socket.inet_aton(candidate))
-    except OSError:
+    # ValueError: a NUL in the name ("embedded null character").
+    except (OSError, ValueError):
         return None
 
 
@@ -105,14 +108,17 @@ def check_url(
     """
     try:
         parts = urlsplit(url)
-        host = parts.hostname
+        written = parts.hostname
         parts.port  # noqa: B018 - parsing the port is how urlsplit validates it
+        # The host the HTTP client (aiohttp, through yarl) connects to. IDNA encoding maps
+        # look-alike digits and dots to ASCII: `①②⑦。0。0。1` is the literal 127.0.0.1 to it.
+        host = URL(url).raw_host
     except ValueError as exc:
         return f"malformed URL: {exc}"
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         return f"scheme {scheme!r} is not allowed; use https"
-    if not host:
+    if not host or not written:
         return "URL has no host"
 
     literal = parse_ip_literal(host)
@@ -124,8 +130,9 @@ def check_url(
     else:
         try:
             addresses = resolve(host)
-        # Names the IDNA codec cannot encode fail with UnicodeError rather than OSError.
-        except (OSError, UnicodeError) as exc:
+        # Names the IDNA codec cannot encode fail with UnicodeError rather than OSError, and
+        # names holding a NUL with ValueError.
+        except (OSError, ValueError) as exc:
             return f"host {host!r} does not resolve: {exc}"
         if not addresses:
             return f"host {host!r} has no addresses"
@@ -134,7 +141,8 @@ def check_url(
         reason = is_forbidden_address(ip, allowed)
         if reason is not None:
             if literal is not None:
-                return f"address {ip} is {reason}"
+                spelled = f" (the host {written!r})" if not written.isascii() else ""
+                return f"address {ip}{spelled} is {reason}"
             return f"host {host!r} resolves to {ip}, which is {reason}"
 
     if scheme == "http" and not allow_http:

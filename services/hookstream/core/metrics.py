@@ -3,6 +3,7 @@ on the names (deploy/ is checked against this module by a test)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -84,7 +85,13 @@ def status_class(status_code: int | None) -> str:
 
 
 def lag_reporter(group: str) -> Callable[[str], None]:
-    """A librdkafka `stats_cb` that publishes per-partition consumer lag for `group`."""
+    """A librdkafka `stats_cb` that publishes per-partition consumer lag for `group`.
+
+    The lag behind the committed offset where this client committed it; otherwise (the router
+    commits through its producer's transactions, which the consumer never learns about) the
+    lag behind the offset stored for commit. A partition this member no longer owns loses its
+    series, so a rebalance leaves no stale value behind.
+    """
 
     def report(stats_json: str) -> None:
         try:
@@ -93,9 +100,15 @@ def lag_reporter(group: str) -> Callable[[str], None]:
             return
         for topic, topic_stats in stats.get("topics", {}).items():
             for partition, part in topic_stats.get("partitions", {}).items():
-                lag = part.get("consumer_lag", -1)
-                if partition == "-1" or lag < 0:
+                if partition == "-1":
                     continue
-                CONSUMER_LAG.labels(group, topic, partition).set(lag)
+                lag = part.get("consumer_lag", -1)
+                if lag < 0:
+                    lag = part.get("consumer_lag_stored", -1)
+                if part.get("desired", True) and lag >= 0:
+                    CONSUMER_LAG.labels(group, topic, partition).set(lag)
+                elif not part.get("desired", True):
+                    with contextlib.suppress(KeyError):
+                        CONSUMER_LAG.remove(group, topic, partition)
 
     return report

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
 
+from hookstream.core import logging as structured_logging
 from hookstream.core.ops import OpsServer
 from hookstream.core.settings import Settings
 
@@ -18,11 +18,8 @@ ServiceLoop = Callable[[threading.Event, threading.Event], None]
 
 
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """JSON lines on stderr when it is not a terminal, readable text when it is."""
+    structured_logging.configure_logging(level)
 
 
 def start_ops(settings: Settings, ready: threading.Event) -> OpsServer:

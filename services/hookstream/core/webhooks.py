@@ -34,6 +34,7 @@ class Webhook:
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def signing_secrets(self, now_ms: int) -> list[str]:
+        """The stored values (ciphertexts) that sign at `now_ms`; `Keyring` decrypts them."""
         return [secret.value for secret in self.secrets if secret.valid_at(now_ms)]
 
     def disabled(self, reason: str, now_ms: int) -> Webhook:

@@ -18,9 +18,15 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from hookstream.core import metrics
 from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.deadletter import dead_letter
-from hookstream.core.kafka import consumer_config, next_offsets, producer_config
+from hookstream.core.kafka import (
+    consumer_config,
+    next_offsets,
+    producer_config,
+    with_lag_metrics,
+)
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.store import Store
@@ -49,7 +55,9 @@ class LogSink:
         store = Store.open(self.settings.store_url)
         self.webhooks.start()
         consumer = Consumer(
-            consumer_config(self.settings, LOG_SINK_GROUP, {"enable.auto.commit": False})
+            with_lag_metrics(
+                consumer_config(self.settings, LOG_SINK_GROUP, {"enable.auto.commit": False})
+            )
         )
         try:
             self.webhooks.wait_ready()
@@ -101,7 +109,10 @@ class LogSink:
                     value=self.codec.encode("DeadLetter", record),
                 )
         if attempts:
+            started = time.perf_counter()
             store.record_attempts(attempts)
+            metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
+            metrics.STORE_BATCH_SIZE.observe(len(attempts))
         # Dead letters must be durable before their offsets move past them.
         if self.producer.flush(30) != 0:
             raise RuntimeError("log-sink: dead letters were not acknowledged by Kafka")

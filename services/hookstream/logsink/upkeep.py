@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import orjson
 from confluent_kafka import Producer
 
+from hookstream.core import metrics
 from hookstream.core.codec import Codec, utc_iso
 from hookstream.core.settings import Settings
 from hookstream.core.store import Store
@@ -62,6 +63,7 @@ class Upkeep:
             webhook = self.webhooks.get(failing.webhook_id)
             if webhook is not None and webhook.enabled:
                 self._disable(webhook, failing.failing_since_ms, now_ms)
+                metrics.AUTO_DISABLES.inc()
                 disabled += 1
             # Marked even when already disabled or deleted: nothing more to do this streak.
             self.store.mark_auto_disabled(failing.webhook_id, failing.failing_since_ms)

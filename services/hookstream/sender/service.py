@@ -25,6 +25,7 @@ from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.deadletter import dead_letter
 from hookstream.core.kafka import header_pairs, producer_config
 from hookstream.core.runner import configure_logging, start_ops
+from hookstream.core.secrets import SecretError, is_encrypted, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
@@ -92,6 +93,9 @@ class Sender:
         self.webhooks: CompactedView[Webhook] = webhook_view(
             settings, self.codec, self.topics.webhooks
         )
+        # Before anything else: production without an encryption key must not start.
+        self.keyring = load_keyring(settings)
+        self._warned_plaintext = False
         self.http = HttpSender(settings)
         self.producer = Producer(producer_config(settings))
         self._rng = random.Random()
@@ -206,6 +210,7 @@ class Sender:
             held.release()
         await self._produce(self._outputs(message, delivery, conclusion))
         _count(conclusion, delivery)
+        _log_attempt(conclusion)
 
     async def _attempt(self, delivery: dict[str, object], source: Source) -> Conclusion:
         webhook_id = str(delivery["webhook_id"])
@@ -226,8 +231,10 @@ class Sender:
         elif not webhook.enabled:
             skip = f"webhook disabled: {webhook.disabled_reason or 'by its owner'}"
         else:
-            secrets = webhook.signing_secrets(started_ms)
-            if not secrets:
+            secrets, unsigned = self._signing_secrets(webhook, started_ms)
+            if unsigned is not None:
+                result = unsigned
+            elif not secrets:
                 skip = "webhook has no valid signing secret"
             else:
                 body = delivery["body"]
@@ -258,6 +265,25 @@ class Sender:
             # applies to the webhook as it is now, not as it was when the request started.
             webhook_now=self.webhooks.get(str(delivery["webhook_id"])),
         )
+
+    def _signing_secrets(
+        self, webhook: Webhook, now_ms: int
+    ) -> tuple[list[str], HttpResult | None]:
+        """The plaintext secrets, or the failed attempt when they cannot be decrypted."""
+        try:
+            secrets = self.keyring.signing_secrets(webhook, now_ms)
+        except SecretError as exc:
+            # Nothing goes out unsigned. A temporary failure: once the missing key is
+            # configured, the retries deliver.
+            return [], HttpResult(status_code=None, duration_ms=0, error=f"not sent: {exc}")
+        if not self._warned_plaintext and not all(is_encrypted(s.value) for s in webhook.secrets):
+            self._warned_plaintext = True
+            log.warning(
+                "sender: webhook %s (and perhaps others) has a plaintext signing secret on the "
+                "webhooks topic; run `hookstream secrets reencrypt` to encrypt them",
+                webhook.id,
+            )
+        return secrets, None
 
     def _outputs(
         self, message: Message, delivery: dict[str, object], conclusion: Conclusion
@@ -329,6 +355,53 @@ def _count(conclusion: Conclusion, delivery: Mapping[str, Any]) -> None:
         metrics.RETRIES_SCHEDULED.labels(conclusion.retry["tier"]).inc()
     if conclusion.dead_letter_reason is not None:
         metrics.DEAD_LETTERS.labels(conclusion.dead_letter_reason).inc()
+
+
+# Attempt outcomes logged at INFO; every attempt is logged at DEBUG.
+_FAILURES = frozenset(
+    {Outcome.TEMPORARY_FAILURE, Outcome.PERMANENT_FAILURE, Outcome.EXHAUSTED, Outcome.REFUSED}
+)
+_MAX_LOGGED_ERROR = 300
+
+
+def _log_attempt(conclusion: Conclusion) -> None:
+    """One line per attempt (DEBUG), per failure at INFO: ids and facts, never the URL (it may
+    carry a token), a secret, the payload or the response body."""
+    failed = conclusion.outcome in _FAILURES
+    level = logging.INFO if failed else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
+    attempt = conclusion.attempt
+    fields: dict[str, Any] = {
+        "event_id": attempt["event_id"],
+        "delivery_id": attempt["delivery_id"],
+        "webhook_id": attempt["webhook_id"],
+        "tenant_id": attempt["tenant_id"],
+        "event_type": attempt["event_type"],
+        "attempt_number": attempt["attempt_number"],
+        "outcome": str(conclusion.outcome),
+        "status_code": attempt["status_code"],
+        "duration_ms": attempt["duration_ms"],
+    }
+    if attempt["error"]:
+        fields["error"] = str(attempt["error"])[:_MAX_LOGGED_ERROR]
+    if conclusion.retry is not None:
+        fields["retry_tier"] = conclusion.retry["tier"]
+        fields["next_attempt_at_ms"] = conclusion.retry["due_at_ms"]
+    if conclusion.dead_letter_reason is not None:
+        fields["dead_letter_reason"] = conclusion.dead_letter_reason
+    if conclusion.disabled_webhook is not None:
+        fields["webhook_disabled"] = True
+    status = attempt["status_code"]
+    log.log(
+        level,
+        "sender: attempt %d of %s: %s (%s)",
+        attempt["attempt_number"],
+        attempt["delivery_id"],
+        conclusion.outcome,
+        f"HTTP {status}" if status is not None else "no response",
+        extra=fields,
+    )
 
 
 class ProduceFailedError(Exception):

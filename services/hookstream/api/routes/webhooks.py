@@ -44,10 +44,9 @@ async def _save(api: Api, webhook: Webhook, action: str) -> None:
     API_WEBHOOK_WRITES.labels(action).inc()
 
 
-def _with_secret(webhook: Webhook, now: int) -> WebhookWithSecret:
-    return WebhookWithSecret(
-        **webhook_out(webhook, now).model_dump(), secret=webhook.secrets[0].value
-    )
+def _with_secret(api: Api, webhook: Webhook, secret: str, now: int) -> WebhookWithSecret:
+    """The one response that shows `secret`, the plaintext of the (encrypted) current one."""
+    return WebhookWithSecret(**webhook_out(webhook, now, api.keyring).model_dump(), secret=secret)
 
 
 @routes.post("/v1/webhooks")
@@ -66,13 +65,15 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
     check_subscription(api, body.events)
     await check_destination(api, body.url)
     now = now_ms()
+    webhook_id = WEBHOOK_ID_PREFIX + secrets.token_hex(12)
+    secret = new_secret()
     webhook = Webhook(
-        id=WEBHOOK_ID_PREFIX + secrets.token_hex(12),
+        id=webhook_id,
         tenant_id=tenant_id,
         name=body.name,
         url=body.url,
         events=tuple(body.events),
-        secrets=(WebhookSecret(new_secret()),),
+        secrets=(api.keyring.seal(webhook_id, secret),),
         enabled=body.enabled,
         description=body.description,
         owner_id=body.owner_id,
@@ -80,7 +81,7 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
         updated_at_ms=now,
     )
     await _save(api, webhook, "create")
-    return respond(_with_secret(webhook, now), 201)
+    return respond(_with_secret(api, webhook, secret, now), 201)
 
 
 @routes.get("/v1/webhooks")
@@ -114,7 +115,7 @@ async def list_webhooks(request: web.Request) -> web.StreamResponse:
     now = now_ms()
     return respond(
         WebhookPage(
-            data=[webhook_out(w, now) for w in page],
+            data=[webhook_out(w, now, api.keyring) for w in page],
             next_cursor=encode_cursor(page[-1].created_at_ms, page[-1].id) if more else None,
         )
     )
@@ -129,7 +130,7 @@ async def list_webhooks(request: web.Request) -> web.StreamResponse:
     errors=(404, 422, 503),
 )
 async def get_webhook(request: web.Request) -> web.StreamResponse:
-    return respond(webhook_out(find_webhook(request), now_ms()))
+    return respond(webhook_out(find_webhook(request), now_ms(), api_of(request).keyring))
 
 
 @routes.patch("/v1/webhooks/{id}")
@@ -149,7 +150,7 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     async with api.lock("webhook", request.match_info["id"]):
         webhook = find_webhook(request)
         if not changes:
-            return respond(webhook_out(webhook, now_ms()))
+            return respond(webhook_out(webhook, now_ms(), api.keyring))
         if body.events is not None:
             check_subscription(api, body.events)
             changes["events"] = tuple(body.events)
@@ -160,7 +161,7 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
         now = now_ms()
         updated = replace(webhook, **changes, updated_at_ms=now)
         await _save(api, updated, "update")
-    return respond(webhook_out(updated, now))
+    return respond(webhook_out(updated, now, api.keyring))
 
 
 @routes.delete("/v1/webhooks/{id}")
@@ -202,12 +203,15 @@ async def rotate_secret(request: web.Request) -> web.StreamResponse:
         kept: tuple[WebhookSecret, ...] = ()
         if body.grace_period_seconds:
             until = now + body.grace_period_seconds * 1000
-            # A secret already due to expire sooner keeps its earlier end.
+            # A secret already due to expire sooner keeps its earlier end; values stay as
+            # stored (encrypted), whatever key they are under.
             kept = tuple(
                 WebhookSecret(s.value, min(s.not_after_ms or until, until))
                 for s in webhook.secrets
                 if s.valid_at(now)
             )
-        rotated = replace(webhook, secrets=(WebhookSecret(new_secret()), *kept), updated_at_ms=now)
+        secret = new_secret()
+        current = api.keyring.seal(webhook.id, secret)
+        rotated = replace(webhook, secrets=(current, *kept), updated_at_ms=now)
         await _save(api, rotated, "rotate_secret")
-    return respond(_with_secret(rotated, now))
+    return respond(_with_secret(api, rotated, secret, now))

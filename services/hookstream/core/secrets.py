@@ -1,0 +1,289 @@
+"""Webhook signing secrets at rest: AES-256-GCM under a key ring with key ids.
+
+A stored secret (`WebhookSecret.value` on the `webhooks` topic) reads
+`enc:v1:<kid>:<base64(nonce | ciphertext | tag)>`. The associated data binds it to its key id and
+to its webhook's id, so a value copied onto another webhook does not decrypt. The key ring comes
+from `HOOKSTREAM_ENCRYPTION_KEY`: comma-separated `kid:base64key` entries of 32-byte keys; the
+first encrypts, every one decrypts. Rotation without downtime: deploy with the new key first and
+the old one still listed, run `hookstream secrets reencrypt`, then drop the old key.
+
+Values without the `enc:` prefix are secrets written in plaintext by an older version or straight
+to the topic by another producer; they are used as they are, and `reencrypt` encrypts them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+import secrets as _random
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from hookstream.core.webhooks import Webhook, WebhookSecret
+
+if TYPE_CHECKING:
+    from hookstream.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_SETTING = "HOOKSTREAM_ENCRYPTION_KEY"
+ENV_SETTING = "HOOKSTREAM_ENV"
+PREFIX = "enc:"
+VERSION = "v1"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+# Generated development keys get a unique id, so a value encrypted under another machine's (or
+# container's) development key fails as "unknown key id", not as a puzzling authentication error.
+DEV_KEY_PREFIX = "dev-"
+DEFAULT_DEV_KEY_FILE = Path("~/.cache/hookstream/dev-encryption-key")
+_KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_AAD_LABEL = b"hookstream webhook secret " + VERSION.encode()
+# Decrypted secrets kept per (webhook id, stored value): the sender signs with the same few
+# secrets over and over, so the hot path is a dictionary lookup.
+CACHE_SIZE = 65536
+
+
+class SecretError(Exception):
+    """A stored secret cannot be turned back into plaintext; the message says why."""
+
+
+class UnknownKeyError(SecretError):
+    pass
+
+
+class TamperedSecretError(SecretError):
+    pass
+
+
+class MalformedSecretError(SecretError):
+    pass
+
+
+def parse_keys(text: str) -> list[tuple[str, bytes]]:
+    """`kid:base64key[,kid:base64key...]` as (kid, key) pairs; the first is the active key.
+
+    Errors name the entry by position and key id only, never the key material.
+    """
+    keys: list[tuple[str, bytes]] = []
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    if not entries:
+        raise ValueError("expected kid:base64key entries, got nothing")
+    for number, entry in enumerate(entries, 1):
+        kid, sep, encoded = entry.partition(":")
+        kid = kid.strip()
+        if not sep:
+            raise ValueError(f"entry {number} is not kid:base64key")
+        if not _KEY_ID.fullmatch(kid):
+            raise ValueError(
+                f"entry {number}: the key id must be 1-64 of A-Z a-z 0-9 _ . - (no ':' or spaces)"
+            )
+        key = _decode_key(encoded.strip())
+        if key is None:
+            raise ValueError(f"key {kid!r} is not base64")
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"key {kid!r} is {len(key)} bytes; AES-256 needs {KEY_BYTES}")
+        if kid in (known for known, _ in keys):
+            raise ValueError(f"key id {kid!r} appears twice")
+        keys.append((kid, key))
+    return keys
+
+
+def _decode_key(encoded: str) -> bytes | None:
+    """Standard or URL-safe base64, padding optional."""
+    normalized = encoded.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(normalized + "=" * (-len(normalized) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def generate_key(kid: str) -> str:
+    """A fresh `kid:base64key` entry for HOOKSTREAM_ENCRYPTION_KEY."""
+    if not _KEY_ID.fullmatch(kid):
+        raise ValueError("a key id is 1-64 of A-Z a-z 0-9 _ . -")
+    return f"{kid}:{base64.b64encode(_random.token_bytes(KEY_BYTES)).decode('ascii')}"
+
+
+def is_encrypted(value: str) -> bool:
+    return value.startswith(PREFIX)
+
+
+def key_id_of(value: str) -> str | None:
+    """The key id an encrypted value names (None for a plaintext value)."""
+    if not is_encrypted(value):
+        return None
+    parts = value.split(":", 3)
+    return parts[2] if len(parts) == 4 else None
+
+
+def _aad(kid: str, webhook_id: str) -> bytes:
+    return b"\0".join((_AAD_LABEL, kid.encode(), webhook_id.encode()))
+
+
+class Keyring:
+    """Encrypts with the active key and decrypts with any listed one."""
+
+    def __init__(self, keys: Sequence[tuple[str, bytes]], source: str = KEY_SETTING) -> None:
+        if not keys:
+            raise ValueError("a key ring needs at least one key")
+        self._ciphers = {kid: AESGCM(key) for kid, key in keys}
+        self.active_kid = keys[0][0]
+        # Where the keys came from, for error messages (the setting, or the dev key file).
+        self.source = source
+        self._cached_decrypt = lru_cache(maxsize=CACHE_SIZE)(self._decrypt)
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._ciphers)
+
+    def encrypt(self, webhook_id: str, plaintext: str) -> str:
+        kid = self.active_kid
+        nonce = _random.token_bytes(NONCE_BYTES)
+        sealed = self._ciphers[kid].encrypt(nonce, plaintext.encode(), _aad(kid, webhook_id))
+        body = base64.b64encode(nonce + sealed).decode("ascii")
+        return f"{PREFIX}{VERSION}:{kid}:{body}"
+
+    def decrypt(self, webhook_id: str, value: str) -> str:
+        """The plaintext of a stored secret (a plaintext value is returned as it is).
+
+        Raises `SecretError` (unknown key id, tampered or foreign value, malformed value).
+        """
+        if not is_encrypted(value):
+            return value
+        return self._cached_decrypt(webhook_id, value)
+
+    def _decrypt(self, webhook_id: str, value: str) -> str:
+        parts = value.split(":", 3)
+        if len(parts) != 4 or parts[1] != VERSION:
+            shown = parts[1] if len(parts) > 1 else ""
+            raise MalformedSecretError(
+                f"signing secret of webhook {webhook_id} has an unknown format "
+                f"(expected enc:{VERSION}:<kid>:<base64>, got version {shown!r})"
+            )
+        kid, body = parts[2], parts[3]
+        cipher = self._ciphers.get(kid)
+        if cipher is None:
+            raise UnknownKeyError(
+                f"signing secret of webhook {webhook_id} is encrypted under key id {kid!r}, "
+                f"which {self.source} does not list (it lists {', '.join(self._ciphers)})"
+            )
+        try:
+            raw = base64.b64decode(body.encode("ascii"), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedSecretError(
+                f"signing secret of webhook {webhook_id} is not valid base64: {exc}"
+            ) from None
+        if len(raw) < NONCE_BYTES + TAG_BYTES:
+            raise MalformedSecretError(
+                f"signing secret of webhook {webhook_id} is too short to be AES-GCM output"
+            )
+        try:
+            plaintext = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(kid, webhook_id))
+        except InvalidTag:
+            raise TamperedSecretError(
+                f"signing secret of webhook {webhook_id} fails authentication under key id "
+                f"{kid!r}: it was altered, copied from another webhook, or the key {kid!r} "
+                "is not the one it was encrypted with"
+            ) from None
+        return plaintext.decode()
+
+    def signing_secrets(self, webhook: Webhook, now_ms: int) -> list[str]:
+        """The plaintext secrets that sign requests to `webhook` at `now_ms`."""
+        return [self.decrypt(webhook.id, value) for value in webhook.signing_secrets(now_ms)]
+
+    def seal(
+        self, webhook_id: str, plaintext: str, not_after_ms: int | None = None
+    ) -> WebhookSecret:
+        return WebhookSecret(self.encrypt(webhook_id, plaintext), not_after_ms)
+
+    def is_current(self, value: str) -> bool:
+        """Whether `value` is already encrypted under the active key."""
+        return key_id_of(value) == self.active_kid
+
+    def reencrypted(self, webhook: Webhook) -> Webhook:
+        """`webhook` with every secret encrypted under the active key (unchanged if it is)."""
+        if all(self.is_current(secret.value) for secret in webhook.secrets):
+            return webhook
+        secrets = tuple(
+            secret
+            if self.is_current(secret.value)
+            else self.seal(webhook.id, self.decrypt(webhook.id, secret.value), secret.not_after_ms)
+            for secret in webhook.secrets
+        )
+        return replace(webhook, secrets=secrets)
+
+
+def load_keyring(settings: Settings) -> Keyring:
+    """The key ring of a service that reads or writes secrets (the API, the sender, reencrypt).
+
+    Production needs HOOKSTREAM_ENCRYPTION_KEY. Development without it uses a key generated
+    once and kept in a file, shared by every service on the machine, with a loud warning.
+    """
+    from hookstream.core.settings import SettingsError
+
+    configured = settings.encryption_key.get_secret_value().strip()
+    if configured:
+        return Keyring(parse_keys(configured))
+    if settings.env == "production":
+        raise SettingsError(
+            f"{KEY_SETTING} is required when {ENV_SETTING}=production: set it to "
+            "<kid>:<base64 of 32 random bytes> (`hookstream secrets generate-key` prints one)"
+        )
+    path = Path(settings.encryption_key_file or DEFAULT_DEV_KEY_FILE).expanduser()
+    generated = _ensure_dev_key(path)
+    try:
+        keys = parse_keys(path.read_text(encoding="ascii"))
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise SettingsError(
+            f"the development encryption key in {path} is unusable ({exc}); delete the file "
+            f"to generate a new one, or set {KEY_SETTING}"
+        ) from None
+    banner = "*" * 78
+    log.warning(
+        "\n%s\n%s is not set: DEVELOPMENT MODE encrypts webhook secrets with a key %s %s.\n"
+        "Secrets encrypted with it are readable only where that file exists. NEVER run like this\n"
+        "in production: set %s=production and %s=<kid>:<base64 32-byte key>.\n%s",
+        banner,
+        KEY_SETTING,
+        "generated just now in" if generated else "kept in",
+        path,
+        ENV_SETTING,
+        KEY_SETTING,
+        banner,
+    )
+    return Keyring(keys, source=f"the development key file {path}")
+
+
+def _ensure_dev_key(path: Path) -> bool:
+    """Create the key file unless it exists; True when this call created it.
+
+    The key is written to a private temporary file and hard-linked into place, so services
+    starting at the same moment agree on one key and never read a half-written file.
+    """
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{_random.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(generate_key(DEV_KEY_PREFIX + _random.token_hex(4)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        temporary.unlink(missing_ok=True)
