@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def run_api(settings: Settings) -> int:
-    configure_logging()
+    configure_logging(settings.log_level)
     if not settings.api_keys:
         log.warning("api: HOOKSTREAM_API_KEYS is empty; every /v1 request will be refused")
     # run_app turns SIGTERM/SIGINT into a graceful exit: it stops accepting connections,

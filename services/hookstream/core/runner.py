@@ -31,7 +31,7 @@ def run_until_signalled(name: str, settings: Settings, target: ServiceLoop) -> i
 
     `ready` is set by the service once it is working; /readyz reports it.
     """
-    configure_logging()
+    configure_logging(settings.log_level)
     stop = threading.Event()
     ready = threading.Event()
 

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(default=9108, ge=0, le=65535)
 
+    # DEBUG adds one line per delivery attempt (ids only, never secrets or payloads).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
     max_in_flight: int = Field(default=256, ge=1)
     max_in_flight_per_webhook: int = Field(default=8, ge=1)
     shutdown_grace: float = Field(default=10.0, ge=0)

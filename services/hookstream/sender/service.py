@@ -437,7 +437,7 @@ def _poll_producer(producer: Producer, stop: threading.Event) -> None:
 
 
 def run_sender(settings: Settings) -> int:
-    configure_logging()
+    configure_logging(settings.log_level)
 
     async def main() -> None:
         stop = asyncio.Event()
