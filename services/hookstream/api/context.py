@@ -17,7 +17,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hookstream.api.errors import unavailable
-from hookstream.api.producer import KafkaWriter, Record, WriteFailedError, Written
 from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
 from hookstream.core.secrets import Keyring, load_keyring
@@ -26,6 +25,7 @@ from hookstream.core.store import Store
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, ViewNotReadyError, principal_view, webhook_view
 from hookstream.core.webhooks import Principal, Webhook
+from hookstream.core.writer import KafkaWriter, Record, WriteFailedError, Written
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,15 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
     codec = default_codec()
     topics = Topics.from_settings(settings)
     store = await loop.run_in_executor(None, Store.open, settings.store_url)
-    writer = KafkaWriter(settings).start()
+    # librdkafka gives up on a record at about the time we answer 503, so a write the client
+    # saw fail rarely lands later.
+    timeout_ms = max(1000, int(settings.write_timeout * 1000))
+    writer = KafkaWriter(
+        settings,
+        timeout=settings.write_timeout,
+        extra={"message.timeout.ms": timeout_ms, "linger.ms": 1},
+        name="api-producer",
+    ).start()
     # Started without waiting: /readyz reports them until they have read their topics.
     api = Api(
         settings=settings,

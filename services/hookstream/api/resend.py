@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from hookstream.api.context import Api
-from hookstream.api.producer import Record
 from hookstream.core.store import DeliveryRow
+from hookstream.core.writer import Record
 
 
 def delivery_record(

@@ -14,22 +14,23 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Message
 
 from hookstream.core import metrics, signing
 from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.deadletter import dead_letter
-from hookstream.core.kafka import header_pairs, producer_config
+from hookstream.core.kafka import header_pairs
 from hookstream.core.runner import configure_logging, start_ops
 from hookstream.core.secrets import SecretError, is_encrypted, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
 from hookstream.core.webhooks import Webhook
+from hookstream.core.writer import KafkaWriter, Record
 from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclude
 from hookstream.sender.fetcher import Fetched, Fetcher
 from hookstream.sender.http import HttpSender
@@ -42,14 +43,6 @@ log = logging.getLogger(__name__)
 OUTSTANDING_PER_SLOT = 4
 # Seconds a retry record may hold its partition beyond its tier's longest jittered delay.
 REQUEUE_SLACK = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: Sequence[tuple[str, str | bytes | None]] | None = None
 
 
 class _WebhookSlots:
@@ -97,7 +90,7 @@ class Sender:
         self.keyring = load_keyring(settings)
         self._warned_plaintext = False
         self.http = HttpSender(settings)
-        self.producer = Producer(producer_config(settings))
+        self.writer = KafkaWriter(settings, name="sender-producer")
         self._rng = random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
@@ -107,11 +100,7 @@ class Sender:
         self._global = asyncio.Semaphore(self.settings.max_in_flight)
         self._per_webhook = _WebhookSlots(self.settings.max_in_flight_per_webhook)
         self.webhooks.start()
-        producer_stop = threading.Event()
-        poller = threading.Thread(
-            target=_poll_producer, args=(self.producer, producer_stop), daemon=True
-        )
-        poller.start()
+        self.writer.start()
         fetcher: Fetcher | None = None
 
         def deliver(batch: list[Fetched]) -> None:
@@ -145,8 +134,7 @@ class Sender:
                     await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace)
                 await loop.run_in_executor(None, fetcher.join)
             await self.http.close()
-            await loop.run_in_executor(None, self.producer.flush, 10.0)
-            producer_stop.set()
+            await loop.run_in_executor(None, self.writer.close)
             self.webhooks.stop()
         if self._failure is not None:
             raise self._failure
@@ -187,7 +175,7 @@ class Sender:
             # Due later than its tier's delay (Retry-After): back to the end of the tier, so
             # it does not hold up the records behind it. The record itself is unchanged.
             await self._produce(
-                [Outgoing(topic, message.key(), message.value() or b"", header_pairs(message))]
+                [Record(topic, message.key(), message.value() or b"", header_pairs(message))]
             )
             return
         record_name = "Delivery" if topic == self.topics.deliveries else "Retry"
@@ -197,7 +185,7 @@ class Sender:
             log.warning("sender: dead-lettered an undecodable %s record: %s", topic, exc)
             record = dead_letter(message, "undecodable", str(exc))
             await self._produce(
-                [Outgoing(self.topics.dlq, message.key(), self.codec.encode("DeadLetter", record))]
+                [Record(self.topics.dlq, message.key(), self.codec.encode("DeadLetter", record))]
             )
             metrics.DEAD_LETTERS.labels("undecodable").inc()
             return
@@ -287,14 +275,14 @@ class Sender:
 
     def _outputs(
         self, message: Message, delivery: dict[str, object], conclusion: Conclusion
-    ) -> list[Outgoing]:
+    ) -> list[Record]:
         key = str(delivery["webhook_id"]).encode()
         encode = self.codec.encode
-        out = [Outgoing(self.topics.delivery_log, key, encode("Attempt", conclusion.attempt))]
+        out = [Record(self.topics.delivery_log, key, encode("Attempt", conclusion.attempt))]
         if conclusion.retry is not None and conclusion.retry_topic is not None:
             due = str(conclusion.retry["due_at_ms"]).encode()
             out.append(
-                Outgoing(
+                Record(
                     conclusion.retry_topic,
                     key,
                     encode("Retry", conclusion.retry),
@@ -312,33 +300,15 @@ class Sender:
                 delivery_id=str(delivery["delivery_id"]),
                 event_id=str(delivery["event_id"]),
             )
-            out.append(Outgoing(self.topics.dlq, key, encode("DeadLetter", record)))
+            out.append(Record(self.topics.dlq, key, encode("DeadLetter", record)))
         if conclusion.disabled_webhook is not None:
             webhook = conclusion.disabled_webhook
-            out.append(Outgoing(self.topics.webhooks, key, encode("Webhook", webhook.to_record())))
+            out.append(Record(self.topics.webhooks, key, encode("Webhook", webhook.to_record())))
         return out
 
-    async def _produce(self, records: Sequence[Outgoing]) -> None:
+    async def _produce(self, records: Sequence[Record]) -> None:
         """Produce every record and wait until Kafka has acknowledged all of them."""
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
-        for record in records:
-            future: asyncio.Future[None] = loop.create_future()
-            futures.append(future)
-            callback = _delivery_callback(loop, future)
-            while True:
-                try:
-                    self.producer.produce(
-                        record.topic,
-                        key=record.key,
-                        value=record.value,
-                        headers=list(record.headers) if record.headers else None,
-                        on_delivery=callback,
-                    )
-                    break
-                except BufferError:
-                    await asyncio.sleep(0.01)
-        await asyncio.gather(*futures)
+        await self.writer.write_all(records)
 
 
 def _count(conclusion: Conclusion, delivery: Mapping[str, Any]) -> None:
@@ -402,38 +372,6 @@ def _log_attempt(conclusion: Conclusion) -> None:
         f"HTTP {status}" if status is not None else "no response",
         extra=fields,
     )
-
-
-class ProduceFailedError(Exception):
-    pass
-
-
-def _delivery_callback(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
-) -> Callable[[KafkaError | None, Message], None]:
-    def settle(error: KafkaError | None, _message: Message) -> None:
-        if error is None:
-            loop.call_soon_threadsafe(_set_result, future)
-        else:
-            loop.call_soon_threadsafe(_set_error, future, ProduceFailedError(str(error)))
-
-    return settle
-
-
-def _set_result(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _set_error(future: asyncio.Future[None], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
-
-
-def _poll_producer(producer: Producer, stop: threading.Event) -> None:
-    # Delivery callbacks run inside poll(); a dedicated thread keeps them flowing.
-    while not stop.is_set():
-        producer.poll(0.1)
 
 
 def run_sender(settings: Settings) -> int:
