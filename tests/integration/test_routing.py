@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -660,8 +661,9 @@ def test_router_killed_mid_transaction_and_restarted_routes_exactly_once(
     # transaction has records in `deliveries` but is not committed: the read_uncommitted end
     # offset is then ahead of the read_committed one (the last stable offset). If the freeze
     # came just after a commit, let it run on and try again. Then SIGKILL it, frozen mid-way.
-    first = services("router", HOOKSTREAM_ROUTER_BATCH_SIZE="50")
-    pid = first.process.pid
+    # A commit request already on its way to the broker still completes after the kill; then
+    # the transaction closes within moments (an abandoned one stays open for the 15 s
+    # transaction timeout), and the next router gets frozen and killed the same way.
     with (
         watermarks(pipeline_settings, topics.deliveries, "read_uncommitted") as written,
         watermarks(pipeline_settings, topics.deliveries, "read_committed") as stable,
@@ -671,17 +673,29 @@ def test_router_killed_mid_transaction_and_restarted_routes_exactly_once(
             ends = written()  # first: a commit in between then only hides an open transaction
             return sum(ends) >= total // 4 and stable() != ends
 
-        def frozen_mid_transaction() -> bool:
-            if not open_transaction():
-                return False
-            os.kill(pid, signal.SIGSTOP)
-            if open_transaction():
-                return True
-            os.kill(pid, signal.SIGCONT)
-            return False
+        def killed_mid_transaction() -> bool:
+            router = services("router", HOOKSTREAM_ROUTER_BATCH_SIZE="50")
+            pid = router.process.pid
 
-        wait_for(frozen_mid_transaction, timeout=60, interval=0.002, what="an open transaction")
-        first.kill()
+            def frozen_mid_transaction() -> bool:
+                if not open_transaction():
+                    return False
+                os.kill(pid, signal.SIGSTOP)
+                if open_transaction():
+                    return True
+                os.kill(pid, signal.SIGCONT)
+                return False
+
+            wait_for(frozen_mid_transaction, timeout=60, interval=0.002, what="an open transaction")
+            router.kill()
+            settles_by = time.monotonic() + 3
+            while time.monotonic() < settles_by:
+                if not open_transaction():
+                    return False
+                time.sleep(0.05)
+            return True
+
+        wait_for(killed_mid_transaction, timeout=240, interval=0, what="a kill mid-transaction")
         assert open_transaction(), "the killed router's transaction was not left open"
     committed = sum(routed(pipeline_settings).values())
     assert 0 < committed < total
