@@ -31,7 +31,9 @@ routes = web.RouteTableDef()
     errors=(400, 413, 422, 503),
     description=(
         "An event whose `id` was already accepted within the idempotency window is answered "
-        "with the same id and not published again."
+        "with the same id and not published again. A retry of a request whose answer was lost "
+        "may publish it again: delivery is at least once, and receivers drop repeats by their "
+        "`webhook-id`."
     ),
 )
 async def publish_event(request: web.Request) -> web.StreamResponse:
@@ -62,19 +64,19 @@ async def publish_event(request: web.Request) -> web.StreamResponse:
             "payload_too_large",
             f"the event is {len(value)} bytes encoded, above the limit of {limit} bytes",
         )
-    # Only a client-chosen id can be retried, so only those need claiming.
-    claimed = body.id is not None
-    if claimed:
-        window_ms = int(api.settings.event_idempotency_window * 1000)
-        if not await api.blocking(api.store.accept_event, tenant_id, event_id, now, window_ms):
-            API_EVENTS.labels("duplicate").inc()
-            return respond(EventAccepted(id=event_id, duplicate=True), 202)
-    try:
-        await api.produce([Record(api.topics.events, tenant_id.encode(), value)])
-    except BaseException:
-        if claimed:
-            # Unclaim, or the client's retry of this failed publish would be dropped.
-            await api.blocking(api.store.release_event, tenant_id, event_id, now)
-        raise
+    # Only a client-chosen id can be retried, so only those are recorded. The record is
+    # written after the publish, never before: a crash in between then makes the client's
+    # retry publish again (a duplicate the receiver drops by `webhook-id`), where a claim
+    # written first would make that retry report a publish that never happened.
+    retriable = body.id is not None
+    window_ms = int(api.settings.event_idempotency_window * 1000)
+    if retriable and await api.blocking(
+        api.store.was_accepted, tenant_id, event_id, now, window_ms
+    ):
+        API_EVENTS.labels("duplicate").inc()
+        return respond(EventAccepted(id=event_id, duplicate=True), 202)
+    await api.produce([Record(api.topics.events, tenant_id.encode(), value)])
+    if retriable:
+        await api.blocking(api.store.accept_event, tenant_id, event_id, now, window_ms)
     API_EVENTS.labels("published").inc()
     return respond(EventAccepted(id=event_id, duplicate=False), 202)

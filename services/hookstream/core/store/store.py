@@ -217,11 +217,24 @@ class Store:
             if len(doomed) < batch_size:
                 return deleted
 
+    def was_accepted(self, tenant_id: str, event_id: str, now_ms: int, window_ms: int) -> bool:
+        """Whether this event id was published (and recorded) within the window."""
+        e = accepted_events.c
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(e.event_id).where(
+                    e.tenant_id == tenant_id,
+                    e.event_id == event_id,
+                    e.accepted_at_ms > now_ms - window_ms,
+                )
+            ).first()
+        return found is not None
+
     def accept_event(self, tenant_id: str, event_id: str, now_ms: int, window_ms: int) -> bool:
-        """Claim an event id for publishing; False if it was accepted within the window.
+        """Record a published event id; False if it was already recorded within the window.
 
         One statement, so concurrent API replicas racing on the same id see exactly one
-        winner. A claim older than the window counts as new and is refreshed.
+        winner. A record older than the window counts as new and is refreshed.
         """
         e = accepted_events.c
         stmt = self._insert(accepted_events).values(
@@ -235,21 +248,6 @@ class Store:
         # RETURNING rather than rowcount: psycopg reports no rowcount for an upsert here.
         with write_transaction(self._engine) as conn:
             return conn.execute(stmt.returning(e.event_id)).first() is not None
-
-    def release_event(self, tenant_id: str, event_id: str, accepted_at_ms: int) -> None:
-        """Undo `accept_event` when publishing failed, so the client's retry is not dropped.
-
-        Only the claim made at `accepted_at_ms` is removed, never a later replica's claim.
-        """
-        e = accepted_events.c
-        with write_transaction(self._engine) as conn:
-            conn.execute(
-                delete(accepted_events).where(
-                    e.tenant_id == tenant_id,
-                    e.event_id == event_id,
-                    e.accepted_at_ms == accepted_at_ms,
-                )
-            )
 
     def purge_accepted_events(self, before_ms: int, batch_size: int = 5000) -> int:
         """Drop event claims made before `before_ms`, one short transaction per batch."""
