@@ -23,6 +23,8 @@ class Received:
     body: bytes
     at: float
     verified: bool
+    # The status this request was answered with.
+    status: int = 0
 
 
 @dataclass
@@ -34,6 +36,8 @@ class Behaviour:
     fail_first: int = 0
     fail_status: int = 500
     body: str = ""
+    # Answer `fail_status` to every request until this wall-clock time (an outage window).
+    fail_until: float = 0.0
 
 
 class TestReceiver:
@@ -43,6 +47,7 @@ class TestReceiver:
         self.requests: list[Received] = []
         self.secrets: dict[str, list[str]] = {}
         self.behaviours: dict[str, Behaviour] = {}
+        self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -103,13 +108,15 @@ class TestReceiver:
         with self._lock:
             secrets = list(self.secrets.get(path, []))
             behaviour = self.behaviours.get(path, Behaviour())
-            seen = sum(1 for r in self.requests if r.path == path)
-            self.requests.append(
-                Received(path, headers, body, time.time(), _verify(secrets, body, headers))
-            )
+            seen = self._counts.get(path, 0)
+            self._counts[path] = seen + 1
+            now = time.time()
+            failing = seen < behaviour.fail_first or now < behaviour.fail_until
+            status = behaviour.fail_status if failing else behaviour.status
+            verified = _verify(secrets, body, headers)
+            self.requests.append(Received(path, headers, body, now, verified, status))
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
-        status = behaviour.fail_status if seen < behaviour.fail_first else behaviour.status
         return web.Response(status=status, headers=behaviour.headers, text=behaviour.body)
 
 
