@@ -4,15 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv kafka kafka-stop topics postgres run lint test unit integration clean bench
+.PHONY: help venv kafka kafka-stop topics postgres run demo lint test unit integration clean bench chaos
 
 help:
 	@echo "make run          venv + local Kafka + topics + every service (dev API key: dev-admin-key)"
+	@echo "make demo         run + two receivers, sample events, retries; prints the delivery log"
 	@echo "make test         lint (ruff, mypy) then the whole pytest suite"
 	@echo "make kafka        start the local single-node Kafka broker (kafka-stop stops it)"
 	@echo "make topics       create hookstream's topics on the configured broker"
 	@echo "make postgres     start a local PostgreSQL (Debian packages) for the store tests"
 	@echo "make lint         ruff + mypy"
+	@echo "make chaos        kill -9 services and the broker under load; checks nothing is lost (~6 min)"
 	@echo "make bench        the benchmark (issue 7), ~8 min; BENCH_ARGS=--quick for ~2 min"
 
 $(STAMP): pyproject.toml
@@ -43,6 +45,12 @@ run: kafka topics
 	HOOKSTREAM_ALLOW_PRIVATE_TARGETS="$${HOOKSTREAM_ALLOW_PRIVATE_TARGETS:-127.0.0.0/8}" \
 	$(BIN)/hookstream run all
 
+# DEVELOPMENT ONLY, like run: the demo's own API (a free loopback port) takes dev-admin-key and
+# its webhooks target loopback receivers. It starts the local broker unless one is configured or
+# running, and stops every process it started except the broker.
+demo: venv
+	$(BIN)/hookstream demo
+
 lint: venv
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
@@ -65,3 +73,8 @@ clean:
 # e.g. make bench BENCH_ARGS="--quick --stage sender"
 bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The chaos suite (issue 6) on a broker of its own; the store is PostgreSQL (make postgres).
+# e.g. make chaos CHAOS_ARGS="--events 5000 --kill-every 4"
+chaos: venv postgres
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)

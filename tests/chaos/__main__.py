@@ -11,6 +11,7 @@ start).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -80,10 +81,8 @@ def _kill_and_restart_broker(run_dir: Path, port: int) -> None:
     state = localkafka.read_state(run_dir)
     if state is not None:
         os.killpg(state.pid, signal.SIGKILL)
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(state.pid, 0)  # our child: reap it
-        except ChildProcessError:
-            pass
     deadline = time.monotonic() + 60
     while not localkafka.port_is_free(port):
         if time.monotonic() > deadline:

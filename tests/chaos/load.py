@@ -45,15 +45,21 @@ class Load:
     api: ApiClient
     published: dict[str, PublishedEvent] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    # Seconds from the start until each path had every event acknowledged; API retries.
+    timings: dict[str, float] = field(default_factory=dict)
+    api_retries: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> None:
         """Publish the plan's events at its rate; returns when every one is settled."""
         chooser = random.Random(self.plan.seed)
         topic = Topics.from_settings(self.settings).events
-        producer = Producer(producer_config(self.settings))
+        # Quiet: a broker restart makes librdkafka log every refused reconnect.
+        producer = Producer(producer_config(self.settings, extra={"log_level": 2}))
         through_api: queue.Queue[PublishedEvent | None] = queue.Queue()
-        api_thread = threading.Thread(target=self._publish_through_api, args=(through_api,))
+        api_thread = threading.Thread(
+            target=self._publish_through_api, args=(through_api,), daemon=True
+        )
         api_thread.start()
         began = time.monotonic()
         try:
@@ -71,13 +77,16 @@ class Load:
                     through_api.put(event)
                 else:
                     self._produce(producer, topic, event)
+            self.timings["offered"] = time.monotonic() - began
         finally:
             through_api.put(None)
             # Long enough to ride out a broker restart; librdkafka retries on its own.
             left = producer.flush(180)
             if left:
                 self._fail(f"{left} events still unacknowledged by Kafka after 180 s")
+            self.timings["kafka_acknowledged"] = time.monotonic() - began
             api_thread.join()
+            self.timings["api_acknowledged"] = time.monotonic() - began
 
     def _produce(self, producer: Producer, topic: str, event: PublishedEvent) -> None:
         value = CODEC.encode("Event", _event_record(event))
@@ -121,6 +130,7 @@ class Load:
                     if time.monotonic() > give_up_at:
                         self._fail(f"{event.id}: the API did not accept it: {exc.one_line()}")
                         break
+                    self.api_retries += 1
                     time.sleep(0.2)  # the API is restarting: retry the same id
 
     def _fail(self, reason: str) -> None:

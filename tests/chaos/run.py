@@ -93,7 +93,7 @@ def run_chaos(
         tenants = sorted({t.tenant_id for t in targets})
         load = Load(settings, plan, tenants, api)
         fleet.started_at = time.monotonic()
-        loader = threading.Thread(target=load.run)
+        loader = threading.Thread(target=load.run, daemon=True)
         loader.start()
         chooser = random.Random(plan.seed)
         for fault in plan.faults:
@@ -135,6 +135,8 @@ def run_chaos(
         verdict.figures.update(
             {
                 "load_seconds": round(load_seconds, 1),
+                "publish_seconds": {k: round(v, 1) for k, v in load.timings.items()},
+                "api_publish_retries": load.api_retries,
                 "drain_seconds": round(drain_seconds, 1),
                 "delivered_per_second": round(len(expected) / (load_seconds + drain_seconds), 1),
             }
