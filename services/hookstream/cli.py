@@ -55,6 +55,12 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
+    if args.reference:
+        from hookstream.core.settings_reference import render
+
+        # The class's defaults and descriptions, not this environment's values.
+        sys.stdout.write(render())
+        return 0
     settings = _settings()
     if args.json:
         print(json.dumps(settings.masked(), indent=2))
@@ -110,6 +116,12 @@ def _cmd_receiver(args: argparse.Namespace) -> int:
         secrets=args.secret or [], status=args.status, fail_first=args.fail
     )
     return devreceiver.run(state, args.host, args.port)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hookstream import demo
+
+    return demo.run(Path(args.log_dir) if args.log_dir else None)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -209,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the effective settings, secrets masked")
     config.add_argument("--json", action="store_true")
+    config.add_argument(
+        "--reference",
+        action="store_true",
+        help="print the Markdown reference of every setting (docs/configuration.md)",
+    )
     config.set_defaults(handler=_cmd_config)
 
     topics = sub.add_parser("topics", help="manage hookstream's topics")
@@ -232,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     receiver.add_argument("--status", type=int, default=204, help="status to answer")
     receiver.add_argument("--fail", type=int, default=0, help="answer 500 to the first N")
     receiver.set_defaults(handler=_cmd_receiver)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the whole pipeline with two receivers, one failing first: retries, then successes",
+    )
+    demo.add_argument("--log-dir", help="where the services' logs go (default: a new temp dir)")
+    demo.set_defaults(handler=_cmd_demo)
 
     status = sub.add_parser("status", help="lag, members, retry backlog, DLQ, disabled webhooks")
     status.add_argument("--json", action="store_true", help="machine-readable output")

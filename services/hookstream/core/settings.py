@@ -47,68 +47,202 @@ def _split_list(value: Any) -> Any:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOOKSTREAM_", frozen=True, extra="ignore")
 
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    topic_prefix: str = "hookstream."
-    consumer_group_prefix: str = "hookstream."
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        description="Kafka bootstrap servers (host:port, comma-separated).",
+    )
+    topic_prefix: str = Field(
+        default="hookstream.",
+        description="Prefix of every topic name (`<prefix>events`, `<prefix>deliveries`, …); "
+        "no whitespace.",
+    )
+    consumer_group_prefix: str = Field(
+        default="hookstream.",
+        description="Prefix of every consumer group id and of the router's transactional id.",
+    )
 
-    events_partitions: int = Field(default=6, ge=1)
-    deliveries_partitions: int = Field(default=12, ge=1)
-    retry_partitions: int = Field(default=6, ge=1)
-    delivery_log_partitions: int = Field(default=6, ge=1)
-    compacted_partitions: int = Field(default=3, ge=1)
-    dlq_partitions: int = Field(default=1, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    events_partitions: int = Field(
+        default=6, ge=1, description="Partitions of the `events` topic, created by `topics create`."
+    )
+    deliveries_partitions: int = Field(
+        default=12,
+        ge=1,
+        description="Partitions of the `deliveries` topic: the upper bound of useful sender "
+        "replicas.",
+    )
+    retry_partitions: int = Field(
+        default=6, ge=1, description="Partitions of each `retry.<delay>` topic."
+    )
+    delivery_log_partitions: int = Field(
+        default=6,
+        ge=1,
+        description="Partitions of the `delivery-log` topic: the upper bound of useful log-sink "
+        "replicas.",
+    )
+    compacted_partitions: int = Field(
+        default=3,
+        ge=1,
+        description="Partitions of the compacted `webhooks` and `principals` topics.",
+    )
+    dlq_partitions: int = Field(default=1, ge=1, description="Partitions of the `dlq` topic.")
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of topics created by `topics create`."
+    )
 
-    store_url: str = "sqlite:///hookstream.db"
-    api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8080, ge=0, le=65535)
-    # Seconds: how long a webhook write waits for Kafka and for the API's own view to apply it
-    # (read-your-writes) before answering 503.
-    write_timeout: float = Field(default=10.0, gt=0)
-    # Seconds during which POST /v1/events with an already accepted id is not published again.
-    event_idempotency_window: float = Field(default=24 * 3600, gt=0)
+    store_url: str = Field(
+        default="sqlite:///hookstream.db",
+        description="The delivery-log store: `sqlite:///path` or "
+        "`postgresql://user:password@host/database`.",
+    )
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="API keys and what they may act for: `key:tenant,key2:*` or a JSON object; "
+        "`*` is a platform admin.",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(default=8080, ge=0, le=65535, description="Port the API listens on.")
+    write_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a webhook write waits for Kafka and for the API's own view to "
+        "apply it (read-your-writes) before answering 503.",
+    )
+    event_idempotency_window: float = Field(
+        default=24 * 3600,
+        gt=0,
+        description="Seconds during which `POST /v1/events` with an already accepted id is not "
+        "published again.",
+    )
 
-    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
-    retry_jitter: float = Field(default=0.2, ge=0.0, lt=1.0)
-    request_timeout: float = Field(default=30.0, gt=0)
-    user_agent: str = "hookstream/0.1"
-    api_version: str = "v1"
-    max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
-    response_body_limit: int = Field(default=16 * 1024, ge=0)
-    allow_private_targets: Annotated[tuple[str, ...], NoDecode] = ()
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=DEFAULT_RETRY_SCHEDULE,
+        description="Seconds before each retry after a failed attempt (comma-separated or a "
+        "JSON list); one `retry.<delay>` topic per entry, so entries must be distinct. "
+        "Attempts = entries + 1.",
+    )
+    retry_jitter: float = Field(
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Random spread of each retry delay, as a fraction (0.2 = ±20 %).",
+    )
+    request_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds one delivery attempt may take (the HTTP request)."
+    )
+    user_agent: str = Field(
+        default="hookstream/0.1", description="`User-Agent` header of webhook requests."
+    )
+    api_version: str = Field(
+        default="v1", description="`api_version` written into every webhook body's envelope."
+    )
+    max_payload_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="Largest accepted event in bytes: the API refuses a larger one, the router "
+        "dead-letters it.",
+    )
+    response_body_limit: int = Field(
+        default=16 * 1024,
+        ge=0,
+        description="Bytes of a receiver's response body kept in the attempt record.",
+    )
+    allow_private_targets: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="CIDR networks webhooks may target although private or loopback "
+        "(development only, e.g. `127.0.0.0/8`).",
+    )
 
     # Webhook signing secrets are encrypted at rest (core/secrets.py): comma-separated
     # kid:base64key entries of 32-byte keys; the first encrypts, every one decrypts.
-    encryption_key: SecretStr = SecretStr("")
+    encryption_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Keys encrypting webhook secrets at rest: comma-separated "
+        "`kid:base64(32 bytes)` entries; the first encrypts, every one decrypts.",
+    )
     # production refuses to start the API or the sender without encryption_key; development
     # then generates a key once and keeps it in encryption_key_file (default
     # ~/.cache/hookstream/dev-encryption-key), shared by the services of one machine.
-    env: Literal["production", "development"] = "development"
-    encryption_key_file: str = ""
+    env: Literal["production", "development"] = Field(
+        default="development",
+        description="`production` refuses to start the API or the sender without an "
+        "encryption key; `development` generates one into the key file.",
+    )
+    encryption_key_file: str = Field(
+        default="",
+        description="Development only: where the generated encryption key is kept (empty: "
+        "`~/.cache/hookstream/dev-encryption-key`).",
+    )
 
     # Stable per process across restarts (the router's transactional id is built from it), so a
     # restarted router fences and aborts its predecessor's open transaction at once.
-    instance_id: str = Field(default_factory=socket.gethostname, min_length=1)
-    router_batch_size: int = Field(default=5000, ge=1)
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="This process's stable identity (default: the host name); the router's "
+        "transactional id is built from it, so keep it stable across restarts.",
+    )
+    router_batch_size: int = Field(
+        default=5000, ge=1, description="Most events the router routes in one Kafka transaction."
+    )
 
     # Log-sink: batch bounds, endpoint health and retention (durations in seconds).
-    sink_batch_size: int = Field(default=1000, ge=1)
-    sink_batch_seconds: float = Field(default=0.5, gt=0)
-    auto_disable_after: float = Field(default=5 * 86400, gt=0)
-    log_retention: float = Field(default=90 * 86400, gt=0)
-    maintenance_interval: float = Field(default=60.0, gt=0)
+    sink_batch_size: int = Field(
+        default=1000, ge=1, description="Most attempt records the log-sink writes per transaction."
+    )
+    sink_batch_seconds: float = Field(
+        default=0.5, gt=0, description="Longest the log-sink waits to fill a batch, in seconds."
+    )
+    auto_disable_after: float = Field(
+        default=5 * 86400,
+        gt=0,
+        description="Seconds of continuous failure (no success) after which the log-sink "
+        "disables a webhook.",
+    )
+    log_retention: float = Field(
+        default=90 * 86400,
+        gt=0,
+        description="Seconds attempts are kept in the store (not the topic: that is Kafka's "
+        "retention).",
+    )
+    maintenance_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between upkeep runs: auto-disable and retention in the log-sink, "
+        "expired event ids in the API.",
+    )
 
-    # /metrics, /healthz and /readyz of the router, sender and log-sink (0 = a free port).
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Address of the `/metrics`, `/healthz` and `/readyz` listener of the "
+        "router, sender and log-sink.",
+    )
+    metrics_port: int = Field(
+        default=9108,
+        ge=0,
+        le=65535,
+        description="Port of that listener (0: any free port); `run all` counts up from it.",
+    )
 
-    # DEBUG adds one line per delivery attempt (ids only, never secrets or payloads).
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Log level; `DEBUG` adds one line per attempt (ids only, never secrets or "
+        "payloads).",
+    )
 
-    max_in_flight: int = Field(default=256, ge=1)
-    max_in_flight_per_webhook: int = Field(default=8, ge=1)
-    shutdown_grace: float = Field(default=10.0, ge=0)
+    max_in_flight: int = Field(
+        default=256, ge=1, description="Most HTTP requests one sender process has in flight."
+    )
+    max_in_flight_per_webhook: int = Field(
+        default=8,
+        ge=1,
+        description="Most requests in flight to one webhook per sender process, so one slow "
+        "endpoint cannot take every slot.",
+    )
+    shutdown_grace: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds the sender and the API give in-flight work to finish on SIGTERM.",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
