@@ -6,6 +6,7 @@ import orjson
 from aiohttp import web
 
 from hookstream.api.auth import KeyRing, auth_middleware
+from hookstream.api.console.app import add_console
 from hookstream.api.context import SETTINGS, api_context
 from hookstream.api.errors import MAX_REQUEST_BYTES, error_middleware
 from hookstream.api.metrics import metrics_middleware
@@ -34,13 +35,14 @@ ROUTE_TABLES = (
 
 
 def create_app(settings: Settings) -> web.Application:
+    ring = KeyRing(settings.api_keys)
     app = web.Application(
         client_max_size=MAX_REQUEST_BYTES,
         # Outermost first: metrics see the final status, errors wrap auth failures too.
         middlewares=[
             metrics_middleware,
             error_middleware,
-            auth_middleware(KeyRing(settings.api_keys)),
+            auth_middleware(ring),
         ],
     )
     app[SETTINGS] = settings
@@ -49,5 +51,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(upkeep_context)
     for table in ROUTE_TABLES:
         app.add_routes(table)
+    add_console(app, ring)
     app[ops.OPENAPI] = orjson.dumps(build_document(app))
     return app

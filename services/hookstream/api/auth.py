@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -63,11 +63,30 @@ class KeyRing:
         self._keys = [(_digest(key), tenant) for key, tenant in keys.items()]
 
     def caller(self, presented: str) -> Caller | None:
-        digest = _digest(presented)
+        return self._find(_digest(presented), lambda key_digest: key_digest)
+
+    def fingerprint(self, presented: str, pepper: bytes) -> bytes:
+        """What a console session stores instead of the key: useless without `pepper`."""
+        return _fingerprint(_digest(presented), pepper)
+
+    def session_caller(self, fingerprint: bytes, pepper: bytes) -> Caller | None:
+        """The caller whose key has `fingerprint`; None once that key is no longer configured."""
+        return self._find(fingerprint, lambda key_digest: _fingerprint(key_digest, pepper))
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A secret for `purpose` that only a holder of every configured key could compute.
+
+        Replicas configured alike derive the same secret, so what one signs another accepts;
+        changing the keys changes it.
+        """
+        material = b"".join(sorted(digest + tenant.encode() for digest, tenant in self._keys))
+        return hmac.new(hashlib.sha256(material).digest(), purpose, hashlib.sha256).digest()
+
+    def _find(self, wanted: bytes, form: Callable[[bytes], bytes]) -> Caller | None:
         found: str | None = None
         # Every key is compared, whichever matches, so timing says nothing about which did.
         for key_digest, tenant in self._keys:
-            if hmac.compare_digest(digest, key_digest):
+            if hmac.compare_digest(wanted, form(key_digest)):
                 found = tenant
         if found is None:
             return None
@@ -76,6 +95,10 @@ class KeyRing:
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def _fingerprint(key_digest: bytes, pepper: bytes) -> bytes:
+    return hmac.new(pepper, key_digest, hashlib.sha256).digest()
 
 
 def auth_middleware(ring: KeyRing) -> Middleware:

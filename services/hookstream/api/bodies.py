@@ -26,16 +26,16 @@ async def read_body(request: web.Request, model: type[M]) -> M:
             raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "request body must be a JSON object")
-    return _validate(model, data)
+    return validated(model, data)
 
 
 def read_query(request: web.Request, model: type[M]) -> M:
     # A repeated parameter keeps its first value; none of ours is a list.
     params = {key: request.query.getone(key) for key in request.query}
-    return _validate(model, params)
+    return validated(model, params)
 
 
-def _validate(model: type[M], data: dict[str, Any]) -> M:
+def validated(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -29,11 +29,15 @@ ERROR_DESCRIPTIONS = {
 
 
 def documented_routes(app: web.Application) -> Iterator[tuple[str, str, Operation | None]]:
-    """(method, path, operation) for every route; HEAD mirrors GET and is not listed."""
-    for route in app.router.routes():
-        if route.method == hdrs.METH_HEAD or route.resource is None:
+    """(method, path, operation) for every route of the API; HEAD mirrors GET and is not
+    listed. Sub-applications (the console's HTML pages) are not part of the contract."""
+    for resource in app.router.resources():
+        if isinstance(resource, web.PrefixedSubAppResource):
             continue
-        yield route.method, route.resource.canonical, operation_of(route.handler)
+        for route in resource:
+            if route.method == hdrs.METH_HEAD:
+                continue
+            yield route.method, resource.canonical, operation_of(route.handler)
 
 
 def build_document(app: web.Application) -> dict[str, Any]:

@@ -7,8 +7,7 @@ from aiohttp import web
 from hookstream.api.auth import caller
 from hookstream.api.bodies import read_query, respond
 from hookstream.api.docs import operation
-from hookstream.api.errors import ApiError, invalid, not_found
-from hookstream.api.lookup import api_of, read_scope
+from hookstream.api.lookup import api_of, delivery_in_scope, delivery_page, read_scope
 from hookstream.api.models import (
     DeliveryDetailOut,
     DeliveryListQuery,
@@ -17,9 +16,7 @@ from hookstream.api.models import (
     TenantQuery,
 )
 from hookstream.api.present import delivery_detail_out, delivery_out
-from hookstream.api.resend import replay_record, to_deliveries
-from hookstream.api.times import now_ms, parse_instant
-from hookstream.core.store import InvalidCursorError
+from hookstream.api.resend import replay
 
 routes = web.RouteTableDef()
 
@@ -36,25 +33,8 @@ TAG = "deliveries"
     description="`since` and `until` bound the delivery's first attempt: [since, until).",
 )
 async def list_deliveries(request: web.Request) -> web.StreamResponse:
-    api = api_of(request)
     query = read_query(request, DeliveryListQuery)
-    scope = caller(request).read_scope(query.tenant_id)
-    since = parse_instant("since", query.since)
-    until = parse_instant("until", query.until)
-    try:
-        page = await api.blocking(
-            api.store.list_deliveries,
-            tenant_id=scope,
-            webhook_id=query.webhook_id,
-            event_type=query.event_type,
-            status=query.status,
-            since_ms=since,
-            until_ms=until,
-            limit=query.limit,
-            cursor=query.cursor,
-        )
-    except InvalidCursorError as exc:
-        raise invalid("cursor", str(exc)) from None
+    page = await delivery_page(api_of(request), caller(request).read_scope(query.tenant_id), query)
     return respond(
         DeliveryPage(data=[delivery_out(row) for row in page.items], next_cursor=page.next_cursor)
     )
@@ -69,11 +49,7 @@ async def list_deliveries(request: web.Request) -> web.StreamResponse:
     errors=(404, 422, 503),
 )
 async def get_delivery(request: web.Request) -> web.StreamResponse:
-    api = api_of(request)
-    delivery_id = request.match_info["id"]
-    detail = await api.blocking(api.store.get_delivery, delivery_id, read_scope(request))
-    if detail is None:
-        raise not_found("delivery", delivery_id)
+    detail = await delivery_in_scope(api_of(request), read_scope(request), request.match_info["id"])
     return respond(delivery_detail_out(detail))
 
 
@@ -88,26 +64,5 @@ async def get_delivery(request: web.Request) -> web.StreamResponse:
 )
 async def replay_delivery(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
-    delivery_id = request.match_info["id"]
-    detail = await api.blocking(api.store.get_delivery, delivery_id, read_scope(request))
-    if detail is None:
-        raise not_found("delivery", delivery_id)
-    row = detail.delivery
-    api.require_ready(api.webhooks, "webhooks")
-    webhook = api.webhooks.get(row.webhook_id)
-    if webhook is None:
-        raise ApiError(409, "webhook_deleted", f"webhook {row.webhook_id} has been deleted")
-    if not webhook.enabled:
-        raise ApiError(
-            409, "webhook_disabled", f"webhook {webhook.id} is disabled; enable it first"
-        )
-    record = replay_record(row, now_ms())
-    if record is None:
-        raise ApiError(
-            409, "body_unavailable", f"the body of delivery {delivery_id} is no longer stored"
-        )
-    await api.produce([to_deliveries(api, record)])
-    return respond(
-        Replayed(delivery_id=row.delivery_id, event_id=row.event_id, attempt=record["attempt"]),
-        202,
-    )
+    detail = await delivery_in_scope(api, read_scope(request), request.match_info["id"])
+    return respond(await replay(api, detail), 202)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import replace
-
 from aiohttp import web
 
 from hookstream.api.auth import caller
@@ -12,7 +9,11 @@ from hookstream.api.bodies import read_body, read_query, respond
 from hookstream.api.context import Api
 from hookstream.api.docs import operation
 from hookstream.api.errors import invalid
-from hookstream.api.lookup import api_of, find_webhook
+from hookstream.api.lookup import api_of, find_webhook, read_scope, webhooks_in_scope
+from hookstream.api.manage import create_webhook as create
+from hookstream.api.manage import delete_webhook as delete
+from hookstream.api.manage import rotate_secret as rotate
+from hookstream.api.manage import update_webhook as update
 from hookstream.api.models import (
     RotateSecret,
     TenantQuery,
@@ -25,23 +26,13 @@ from hookstream.api.models import (
 )
 from hookstream.api.present import webhook_out
 from hookstream.api.times import now_ms
-from hookstream.api.validation import check_destination, check_subscription
-from hookstream.core.metrics import API_WEBHOOK_WRITES
-from hookstream.core.signing import new_secret
 from hookstream.core.store.cursor import decode_cursor, encode_cursor
 from hookstream.core.store.errors import InvalidCursorError
-from hookstream.core.webhooks import Webhook, WebhookSecret
+from hookstream.core.webhooks import Webhook
 
 routes = web.RouteTableDef()
 
 TAG = "webhooks"
-WEBHOOK_ID_PREFIX = "wh_"
-
-
-async def _save(api: Api, webhook: Webhook, action: str) -> None:
-    value = api.codec.encode("Webhook", webhook.to_record())
-    await api.write_through(api.webhooks, api.topics.webhooks, "webhook", webhook.id, value)
-    API_WEBHOOK_WRITES.labels(action).inc()
 
 
 def _with_secret(api: Api, webhook: Webhook, secret: str, now: int) -> WebhookWithSecret:
@@ -61,27 +52,8 @@ def _with_secret(api: Api, webhook: Webhook, secret: str, now: int) -> WebhookWi
 async def create_webhook(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
     body = await read_body(request, WebhookCreate)
-    tenant_id = caller(request).write_tenant(body.tenant_id)
-    check_subscription(api, body.events)
-    await check_destination(api, body.url)
-    now = now_ms()
-    webhook_id = WEBHOOK_ID_PREFIX + secrets.token_hex(12)
-    secret = new_secret()
-    webhook = Webhook(
-        id=webhook_id,
-        tenant_id=tenant_id,
-        name=body.name,
-        url=body.url,
-        events=tuple(body.events),
-        secrets=(api.keyring.seal(webhook_id, secret),),
-        enabled=body.enabled,
-        description=body.description,
-        owner_id=body.owner_id,
-        created_at_ms=now,
-        updated_at_ms=now,
-    )
-    await _save(api, webhook, "create")
-    return respond(_with_secret(api, webhook, secret, now), 201)
+    webhook, secret = await create(api, caller(request).write_tenant(body.tenant_id), body)
+    return respond(_with_secret(api, webhook, secret, now_ms()), 201)
 
 
 @routes.get("/v1/webhooks")
@@ -96,18 +68,13 @@ async def list_webhooks(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
     query = read_query(request, WebhookListQuery)
     scope = caller(request).read_scope(query.tenant_id)
-    api.require_ready(api.webhooks, "webhooks")
     after: tuple[int, str] | None = None
     if query.cursor is not None:
         try:
             after = decode_cursor(query.cursor)
         except InvalidCursorError as exc:
             raise invalid("cursor", str(exc)) from None
-    ordered = sorted(
-        (w for w in api.webhooks.values() if scope is None or w.tenant_id == scope),
-        key=lambda w: (w.created_at_ms, w.id),
-        reverse=True,
-    )
+    ordered = webhooks_in_scope(api, scope)
     if after is not None:
         ordered = [w for w in ordered if (w.created_at_ms, w.id) < after]
     page = ordered[: query.limit]
@@ -146,22 +113,8 @@ async def get_webhook(request: web.Request) -> web.StreamResponse:
 async def update_webhook(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
     body = await read_body(request, WebhookUpdate)
-    changes = body.model_dump(exclude_unset=True)
-    async with api.lock("webhook", request.match_info["id"]):
-        webhook = find_webhook(request)
-        if not changes:
-            return respond(webhook_out(webhook, now_ms(), api.keyring))
-        if body.events is not None:
-            check_subscription(api, body.events)
-            changes["events"] = tuple(body.events)
-        if body.url is not None and body.url != webhook.url:
-            await check_destination(api, body.url)
-        if body.enabled:
-            changes["disabled_reason"] = None
-        now = now_ms()
-        updated = replace(webhook, **changes, updated_at_ms=now)
-        await _save(api, updated, "update")
-    return respond(webhook_out(updated, now, api.keyring))
+    updated = await update(api, read_scope(request), request.match_info["id"], body)
+    return respond(webhook_out(updated, now_ms(), api.keyring))
 
 
 @routes.delete("/v1/webhooks/{id}")
@@ -173,11 +126,7 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     errors=(404, 422, 503),
 )
 async def delete_webhook(request: web.Request) -> web.StreamResponse:
-    api = api_of(request)
-    async with api.lock("webhook", request.match_info["id"]):
-        webhook = find_webhook(request)
-        await api.write_through(api.webhooks, api.topics.webhooks, "webhook", webhook.id, None)
-    API_WEBHOOK_WRITES.labels("delete").inc()
+    await delete(api_of(request), read_scope(request), request.match_info["id"])
     return web.Response(status=204)
 
 
@@ -197,21 +146,6 @@ async def delete_webhook(request: web.Request) -> web.StreamResponse:
 async def rotate_secret(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
     body = await read_body(request, RotateSecret)
-    async with api.lock("webhook", request.match_info["id"]):
-        webhook = find_webhook(request)
-        now = now_ms()
-        kept: tuple[WebhookSecret, ...] = ()
-        if body.grace_period_seconds:
-            until = now + body.grace_period_seconds * 1000
-            # A secret already due to expire sooner keeps its earlier end; values stay as
-            # stored (encrypted), whatever key they are under.
-            kept = tuple(
-                WebhookSecret(s.value, min(s.not_after_ms or until, until))
-                for s in webhook.secrets
-                if s.valid_at(now)
-            )
-        secret = new_secret()
-        current = api.keyring.seal(webhook.id, secret)
-        rotated = replace(webhook, secrets=(current, *kept), updated_at_ms=now)
-        await _save(api, rotated, "rotate_secret")
-    return respond(_with_secret(api, rotated, secret, now))
+    scope, webhook_id = read_scope(request), request.match_info["id"]
+    rotated, secret = await rotate(api, scope, webhook_id, body.grace_period_seconds)
+    return respond(_with_secret(api, rotated, secret, now_ms()))

@@ -1,0 +1,240 @@
+"""Webhook pages: the list with health, create and edit, and every per-webhook action."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from hookstream.api.bodies import validated
+from hookstream.api.console.pages import (
+    ROOT,
+    Form,
+    act,
+    redirect,
+    render,
+    scope_of,
+    session_of,
+    text_field,
+)
+from hookstream.api.context import Api
+from hookstream.api.errors import ApiError, invalid
+from hookstream.api.lookup import (
+    api_of,
+    delivery_page,
+    webhook_in_scope,
+    webhooks_in_scope,
+)
+from hookstream.api.manage import create_webhook, delete_webhook, rotate_secret, update_webhook
+from hookstream.api.models import (
+    DeliveryListQuery,
+    Recover,
+    RotateSecret,
+    WebhookCreate,
+    WebhookUpdate,
+)
+from hookstream.api.present import delivery_out, health_out, webhook_out
+from hookstream.api.resend import recover_failed, send_test
+from hookstream.api.times import now_ms
+from hookstream.core.catalog import ALL_EVENTS
+from hookstream.core.store import Health, Store
+from hookstream.core.webhooks import Webhook
+
+routes = web.RouteTableDef()
+
+RECENT_DELIVERIES = 10
+# What the Recover form offers by default: everything that failed in the last day.
+DEFAULT_RECOVER_WINDOW = timedelta(hours=24)
+
+
+def _page_of(webhook_id: str) -> str:
+    return f"{ROOT}/webhooks/{webhook_id}"
+
+
+@routes.get("/webhooks")
+async def webhook_list(request: web.Request) -> web.StreamResponse:
+    api = api_of(request)
+    webhooks = webhooks_in_scope(api, scope_of(request))
+    healths = await api.blocking(_healths, api.store, webhooks, now_ms())
+    rows = [
+        (webhook, health_out(webhook, health))
+        for webhook, health in zip(webhooks, healths, strict=True)
+    ]
+    return render(request, "webhooks.html", {"rows": rows})
+
+
+def _healths(store: Store, webhooks: list[Webhook], now: int) -> list[Health]:
+    # One executor job for the whole page rather than one per webhook.
+    return [store.webhook_health(webhook.id, now) for webhook in webhooks]
+
+
+@routes.get("/webhooks/new")
+async def new_webhook(request: web.Request) -> web.StreamResponse:
+    return _form_page(request, None, {"events": []})
+
+
+@routes.post("/webhooks")
+async def create(request: web.Request) -> web.StreamResponse:
+    api = api_of(request)
+    form = await request.post()
+    fields = _webhook_fields(form)
+    if session_of(request).caller.is_admin:
+        fields["tenant_id"] = text_field(form, "tenant_id") or None
+    try:
+        body = validated(WebhookCreate, fields)
+        tenant_id = session_of(request).caller.write_tenant(body.tenant_id)
+        webhook, secret = await create_webhook(api, tenant_id, body)
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        return _form_page(request, None, fields, exc)
+    return _secret_page(request, api, webhook, secret, "Webhook created")
+
+
+@routes.get("/webhooks/{id}")
+async def webhook_page(request: web.Request) -> web.StreamResponse:
+    api = api_of(request)
+    webhook = _webhook(request)
+    now = now_ms()
+    health = await api.blocking(api.store.webhook_health, webhook.id, now)
+    recent = await delivery_page(
+        api, webhook.tenant_id, DeliveryListQuery(webhook_id=webhook.id, limit=RECENT_DELIVERIES)
+    )
+    since = datetime.now(UTC) - DEFAULT_RECOVER_WINDOW
+    return render(
+        request,
+        "webhook.html",
+        {
+            "webhook": webhook_out(webhook, now, api.keyring),
+            "health": health_out(webhook, health),
+            "deliveries": [delivery_out(row) for row in recent.items],
+            "recover_since": since.strftime("%Y-%m-%dT%H:%M"),
+        },
+    )
+
+
+@routes.get("/webhooks/{id}/edit")
+async def edit_webhook(request: web.Request) -> web.StreamResponse:
+    webhook = _webhook(request)
+    fields = {
+        "name": webhook.name,
+        "url": webhook.url,
+        "description": webhook.description,
+        "events": list(webhook.events),
+    }
+    return _form_page(request, webhook, fields)
+
+
+@routes.post("/webhooks/{id}/edit")
+async def save_webhook(request: web.Request) -> web.StreamResponse:
+    webhook = _webhook(request)
+    fields = _webhook_fields(await request.post())
+    try:
+        body = validated(WebhookUpdate, fields)
+        await update_webhook(api_of(request), scope_of(request), webhook.id, body)
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        return _form_page(request, webhook, fields, exc)
+    return redirect(_page_of(webhook.id), "Changes saved.")
+
+
+@routes.post("/webhooks/{id}/enabled")
+async def set_enabled(request: web.Request) -> web.StreamResponse:
+    webhook = _webhook(request)
+    enable = text_field(await request.post(), "enabled") == "true"
+
+    async def apply() -> str:
+        body = WebhookUpdate(enabled=enable)
+        await update_webhook(api_of(request), scope_of(request), webhook.id, body)
+        return "Webhook enabled." if enable else "Webhook disabled: it receives nothing now."
+
+    return await act(request, _page_of(webhook.id), apply)
+
+
+@routes.post("/webhooks/{id}/rotate-secret")
+async def rotate(request: web.Request) -> web.StreamResponse:
+    api = api_of(request)
+    webhook = _webhook(request)
+    grace = text_field(await request.post(), "grace_period_seconds") or "0"
+    try:
+        if not grace.isdigit():
+            raise invalid("grace_period_seconds", "a whole number of seconds")
+        body = validated(RotateSecret, {"grace_period_seconds": int(grace)})
+    except ApiError as exc:
+        return redirect(_page_of(webhook.id), exc.message, error=True)
+    rotated, secret = await rotate_secret(
+        api, scope_of(request), webhook.id, body.grace_period_seconds
+    )
+    return _secret_page(request, api, rotated, secret, "Secret rotated")
+
+
+@routes.post("/webhooks/{id}/delete")
+async def delete(request: web.Request) -> web.StreamResponse:
+    webhook = _webhook(request)
+    await delete_webhook(api_of(request), scope_of(request), webhook.id)
+    return redirect(f"{ROOT}/webhooks", f"Webhook {webhook.name!r} deleted; its history stays.")
+
+
+@routes.post("/webhooks/{id}/test")
+async def test(request: web.Request) -> web.StreamResponse:
+    webhook = _webhook(request)
+
+    async def apply() -> str:
+        sent = await send_test(api_of(request), webhook)
+        return f"Test event sent as delivery {sent.delivery_id}."
+
+    return await act(request, _page_of(webhook.id), apply)
+
+
+@routes.post("/webhooks/{id}/recover")
+async def recover(request: web.Request) -> web.StreamResponse:
+    webhook = _webhook(request)
+    since = text_field(await request.post(), "since")
+
+    async def apply() -> str:
+        window = validated(Recover, {"since": since})
+        done = await recover_failed(api_of(request), webhook, window)
+        skipped = f" ({done.skipped} no longer stored)" if done.skipped else ""
+        return f"Replaying {done.replayed} failed deliveries{skipped}."
+
+    return await act(request, _page_of(webhook.id), apply)
+
+
+def _webhook(request: web.Request) -> Webhook:
+    return webhook_in_scope(api_of(request), scope_of(request), request.match_info["id"])
+
+
+def _webhook_fields(form: Form) -> dict[str, Any]:
+    return {
+        "name": text_field(form, "name"),
+        "url": text_field(form, "url"),
+        "description": text_field(form, "description") or None,
+        "events": [value for value in form.getall("events", []) if isinstance(value, str)],
+    }
+
+
+def _form_page(
+    request: web.Request,
+    webhook: Webhook | None,
+    fields: dict[str, Any],
+    error: ApiError | None = None,
+) -> web.Response:
+    api = api_of(request)
+    context = {
+        "webhook": webhook,
+        "fields": fields,
+        "selected": set(fields.get("events") or ()),
+        "all_events": ALL_EVENTS,
+        "categories": api.catalog.by_category(),
+        "error": error,
+    }
+    return render(request, "webhook_form.html", context, status=422 if error else 200)
+
+
+def _secret_page(
+    request: web.Request, api: Api, webhook: Webhook, secret: str, title: str
+) -> web.Response:
+    context = {"title": title, "webhook": webhook_out(webhook, now_ms(), api.keyring)}
+    return render(request, "secret.html", {**context, "secret": secret})
