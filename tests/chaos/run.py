@@ -105,7 +105,7 @@ def run_chaos(
 
         expected = expected_pairs(load.published.values(), targets)
         by_path = {t.path: t for t in targets}
-        drained = _drain(settings, receiver, by_path, expected, plan.drain_timeout)
+        drained = _drain(settings, fleet, receiver, by_path, expected, plan.drain_timeout)
         drain_seconds = time.monotonic() - fleet.started_at - load_seconds
         status = collect_status(settings)
         crashed = fleet.dead()
@@ -208,14 +208,16 @@ def _apply(
 
 def _drain(
     settings: Settings,
+    fleet: Fleet,
     receiver: TestReceiver,
     by_path: dict[str, Target],
     expected: set[tuple[str, str]],
     timeout: float,
 ) -> bool:
-    """Wait until every expected pair arrived and every group has read everything."""
+    """Wait until every expected pair arrived and every group has read everything; give up
+    at the deadline or as soon as a service has died on its own (nothing restarts it)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not fleet.dead():
         delivered = {r.pair for r in _receipts(receiver, by_path) if r.verified and r.accepted}
         if expected <= delivered and _all_read(collect_status(settings)):
             return True
