@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -53,21 +54,31 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap = state.bootstrap
             port = int(bootstrap.rsplit(":", 1)[1])
             restart = lambda: _kill_and_restart_broker(broker_dir, port)  # noqa: E731
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         try:
             with fresh_store_url(args.store, work_dir) as store_url:
                 settings = chaos_settings(bootstrap, store_url)
                 outcome = run_chaos(plan, settings, work_dir, sys.stdout, restart)
+            if not outcome.verdict.passed:
+                # The scratch folder goes away: keep what explains the failure.
+                kept = RESULTS / f"logs-{stamp}"
+                kept.mkdir(parents=True, exist_ok=True)
+                for log in outcome.report["logs"]:
+                    shutil.copy(log, kept)
+                if not existing:
+                    shutil.copy(broker_dir / "logs" / "server.log", kept / "kafka-server.log")
+                outcome.report["logs"] = str(kept)
         finally:
             if not existing:
                 localkafka.stop(broker_dir, wipe=True)
     verdict = outcome.verdict
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"chaos-{stamp}.json"
     outcome.report["timeline_text"] = [
         f"{h['at']:>7.1f} s  {h['action']} {h['target']} ({h['seconds']} s)"
         for h in outcome.report["timeline"]
     ]
-    outcome.report.pop("logs")  # they live in the scratch folder, gone by now
+    if verdict.passed:
+        outcome.report.pop("logs")  # they lived in the scratch folder, gone by now
     verdict.write_json(path, {"finished_at": stamp, **outcome.report})
     print("\n".join(outcome.report["timeline_text"]))
     print(verdict.table())

@@ -126,6 +126,18 @@ class Router:
         return None
 
     def _route_until(self, stop: threading.Event, ready: threading.Event | None) -> None:
+        while not stop.is_set():
+            try:
+                self._route_session(stop, ready)
+            except KafkaException as exc:
+                # E.g. a producer fenced after the broker outlived the transaction timeout
+                # (a fatal error: the producer is unusable) or an abort that failed while the
+                # broker was away. A new producer aborts whatever was left open and a new
+                # consumer resumes from the committed offsets, so nothing is lost or doubled.
+                log.warning("router: starting over with new Kafka clients after: %s", exc)
+                stop.wait(1.0)
+
+    def _route_session(self, stop: threading.Event, ready: threading.Event | None) -> None:
         producer = self._transactional_producer(stop)
         if producer is None:
             return
