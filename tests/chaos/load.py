@@ -27,6 +27,7 @@ from tests.chaos.plan import EVENT_TYPES, ChaosPlan
 CODEC = default_codec()
 # How long the API publisher keeps retrying one event (the API restarts in a few seconds).
 API_RETRY_SECONDS = 120.0
+API_CLIENTS = 4
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,14 @@ class Load:
         # Quiet: a broker restart makes librdkafka log every refused reconnect.
         producer = Producer(producer_config(self.settings, extra={"log_level": 2}))
         through_api: queue.Queue[PublishedEvent | None] = queue.Queue()
-        api_thread = threading.Thread(
-            target=self._publish_through_api, args=(through_api,), daemon=True
-        )
-        api_thread.start()
+        # Several clients, as several platform services would be: one at a time cannot keep
+        # up with the offered rate while the API shares two cores with everything else.
+        api_threads = [
+            threading.Thread(target=self._publish_through_api, args=(through_api,), daemon=True)
+            for _ in range(API_CLIENTS)
+        ]
+        for thread in api_threads:
+            thread.start()
         began = time.monotonic()
         try:
             for n in range(self.plan.events):
@@ -79,13 +84,15 @@ class Load:
                     self._produce(producer, topic, event)
             self.timings["offered"] = time.monotonic() - began
         finally:
-            through_api.put(None)
+            for _ in api_threads:
+                through_api.put(None)
             # Long enough to ride out a broker restart; librdkafka retries on its own.
             left = producer.flush(180)
             if left:
                 self._fail(f"{left} events still unacknowledged by Kafka after 180 s")
             self.timings["kafka_acknowledged"] = time.monotonic() - began
-            api_thread.join()
+            for thread in api_threads:
+                thread.join()
             self.timings["api_acknowledged"] = time.monotonic() - began
 
     def _produce(self, producer: Producer, topic: str, event: PublishedEvent) -> None:
@@ -130,7 +137,8 @@ class Load:
                     if time.monotonic() > give_up_at:
                         self._fail(f"{event.id}: the API did not accept it: {exc.one_line()}")
                         break
-                    self.api_retries += 1
+                    with self._lock:
+                        self.api_retries += 1
                     time.sleep(0.2)  # the API is restarting: retry the same id
 
     def _fail(self, reason: str) -> None:
