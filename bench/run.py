@@ -177,8 +177,10 @@ def _plan(ctx: Context, selected: list[str]) -> list[tuple[str, Callable[[], Any
 def _ceiling(ctx: Context) -> dict[str, Any]:
     sizes = ctx.sizes
     base = ctx.nginx.url("")
+    # The reference runs on the loop the sender runs on (hookstream.core.eventloop).
+    loop = "uvloop" if ceiling.uvloop_available() else "asyncio"
 
-    def once(requests: int, concurrency: int, loop: str = "asyncio") -> dict[str, Any]:
+    def once(requests: int, concurrency: int, loop: str = loop) -> dict[str, Any]:
         return ceiling.measure(
             base, requests, concurrency, sizes.sender_webhooks, sizes.body_size, loop
         )
@@ -187,6 +189,6 @@ def _ceiling(ctx: Context) -> dict[str, Any]:
     best = max(sweep, key=lambda point: float(point["requests_per_second"]))
     result = once(sizes.ceiling_requests, int(best["concurrency"]))
     result["sweep"] = sweep
-    if ceiling.uvloop_available():
-        result["uvloop"] = once(sizes.ceiling_requests, int(best["concurrency"]), "uvloop")
+    if loop == "uvloop":
+        result["asyncio"] = once(sizes.ceiling_requests, int(best["concurrency"]), "asyncio")
     return result

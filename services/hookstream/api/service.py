@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from hookstream.api.app import create_app
+from hookstream.core import eventloop
 from hookstream.core.runner import configure_logging
 from hookstream.core.settings import Settings
 
@@ -26,6 +27,7 @@ def run_api(settings: Settings) -> int:
         port=settings.api_port,
         shutdown_timeout=settings.shutdown_grace,
         print=lambda message: log.info("api: %s", message),
+        loop=eventloop.new_event_loop(),
     )
     log.info("api: stopped")
     return 0

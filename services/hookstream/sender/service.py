@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from hookstream.core import metrics, signing
+from hookstream.core import eventloop, metrics, signing
 from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.deadletter import dead_letter
 from hookstream.core.kafka import header_pairs
@@ -398,6 +398,6 @@ def run_sender(settings: Settings) -> int:
             waiter.cancel()
             ops.stop()
 
-    asyncio.run(main())
+    eventloop.run(main())
     log.info("sender: stopped")
     return 0
