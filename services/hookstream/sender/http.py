@@ -5,6 +5,10 @@ which also catches literal IPs that aiohttp never resolves) and on every DNS res
 connector performs (`GuardedResolver`), so a name that later rebinds to a private address is
 refused at connect time. `HttpSender.send` never raises for HTTP or transport problems: every
 attempt ends as an `HttpResult`.
+
+Hostile receivers are bounded by aiohttp's own limits: one total timeout over the whole
+exchange, capped header lines, and a body read in bounded pieces of which only the first
+`response_body_limit` bytes are kept.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from types import TracebackType
 
 import aiohttp
 import aiohttp.connector
+import aiohttp.http_exceptions
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from hookstream.core.destinations import (
@@ -30,6 +35,14 @@ from hookstream.sender.outcome import HttpResult, parse_retry_after
 # Every resolution is vetted before it is cached, so caching cannot let a rebound name through;
 # the short TTL only bounds how long a legitimate DNS change takes to be noticed.
 DNS_CACHE_SECONDS = 10
+# Longest status line and header field accepted from a receiver. aiohttp's parser stops at the
+# first line past it, so a hostile endpoint sending megabytes of headers costs at most this
+# much per line (and aiohttp's 128-header cap) before the attempt fails.
+MAX_HEADER_LINE = 8190
+# Bytes read at a time while discarding the part of a response body past the kept prefix.
+DRAIN_CHUNK = 64 * 1024
+# Error texts end up in attempt records; a hostile endpoint's bytes echoed in one stay short.
+MAX_ERROR_CHARS = 500
 
 
 class DestinationRefused(OSError):
@@ -103,8 +116,20 @@ def _refusal_in(exc: BaseException) -> DestinationRefused | None:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, aiohttp.ClientResponseError) and isinstance(
+        exc.__cause__, aiohttp.http_exceptions.HttpProcessingError
+    ):
+        # aiohttp reports an unparsable response as a ClientResponseError with status 400;
+        # that 400 is aiohttp's, not the receiver's, so say what actually happened.
+        text = f"invalid HTTP response: {exc.message}"
+    else:
+        detail = str(exc)
+        text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return _clip(text)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 class HttpSender:
@@ -131,7 +156,13 @@ class HttpSender:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
+            # `total` covers connecting, the TLS handshake, the headers and the whole body, so
+            # a receiver trickling one byte at a time cannot stretch an attempt past it.
             timeout=aiohttp.ClientTimeout(total=self._settings.request_timeout),
+            max_line_size=MAX_HEADER_LINE,
+            max_field_size=MAX_HEADER_LINE,
+            # aiohttp caps how much one compressed chunk may inflate to, so a decompression
+            # bomb is inflated (and discarded) a bounded piece at a time.
             auto_decompress=True,
             # One session serves every tenant: cookies set by one receiver must never be sent
             # on another tenant's request to the same host.
@@ -176,7 +207,7 @@ class HttpSender:
 
         status: int | None = None
         retry_after: float | None = None
-        response_body: str | None = None
+        kept = bytearray()
         error: str | None = None
         try:
             async with session.post(
@@ -185,7 +216,7 @@ class HttpSender:
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
                 try:
-                    response_body = await self._read_body(response)
+                    await self._read_body(response, kept)
                 except TimeoutError:
                     error = f"timeout after {self._settings.request_timeout} s reading the body"
                 except (aiohttp.ClientError, OSError) as exc:
@@ -197,30 +228,33 @@ class HttpSender:
             if refusal is not None:
                 return self._refused(refusal.reason, started)
             error = _describe(exc)
+        answered = status is not None and self._settings.response_body_limit > 0
         return HttpResult(
             status_code=status,
             duration_ms=_elapsed_ms(started),
             error=error,
-            response_body=response_body,
+            response_body=kept.decode("utf-8", errors="replace") if answered else None,
             retry_after=retry_after,
             refused=False,
         )
 
-    async def _read_body(self, response: aiohttp.ClientResponse) -> str | None:
-        limit = self._settings.response_body_limit
-        if limit <= 0:
-            return None
-        # Read only up to the cap: leaving the rest unread makes aiohttp close the connection
-        # instead of draining an arbitrarily large body.
-        chunks: list[bytes] = []
-        remaining = limit
+    async def _read_body(self, response: aiohttp.ClientResponse, kept: bytearray) -> None:
+        """Keep the body's first `response_body_limit` bytes in `kept`, then discard the rest.
+
+        The whole body is read, so an attempt only counts as answered once the response is
+        complete: one that never ends runs into the session's total timeout. What is kept
+        is filled in place, so a body cut short by the timeout still leaves its prefix.
+        Memory stays bounded by the limit plus one chunk, however long the body.
+        """
+        remaining = self._settings.response_body_limit
         while remaining > 0:
             chunk = await response.content.read(remaining)
             if not chunk:
-                break
-            chunks.append(chunk)
+                return
+            kept += chunk
             remaining -= len(chunk)
-        return b"".join(chunks).decode("utf-8", errors="replace")
+        while await response.content.read(DRAIN_CHUNK):
+            pass
 
     @staticmethod
     def _refused(reason: str, started: float) -> HttpResult:

@@ -40,7 +40,9 @@ def classify(result: HttpResult) -> Outcome:
         # A forbidden destination stays forbidden: retrying would only repeat the refusal.
         return Outcome.REFUSED
     status = result.status_code
-    if status is None:
+    if status is None or result.error is not None:
+        # No response, or one that did not arrive complete within the timeout (a body that
+        # never ends, or broke off): whatever its status line said, the exchange failed.
         return Outcome.TEMPORARY_FAILURE
     if 200 <= status < 300:
         return Outcome.SUCCESS
