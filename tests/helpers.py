@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,6 +77,15 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what or condition!r}")
         time.sleep(interval)
+
+
+def api_ready(base_url: str) -> bool:
+    """Whether the API at `base_url` answers its readiness probe."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 @contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from hookstream.api.app import create_app
 from hookstream.api.openapi import build_document
 from hookstream.core.admin import create_topics
 from hookstream.core.settings import load_settings
-from tests.helpers import settings_for_test, wait_for
+from tests.helpers import api_ready, settings_for_test, wait_for
 from tests.pipeline import Service
 
 pytestmark = pytest.mark.integration
@@ -45,20 +44,12 @@ def api_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     service = Service(configured, "api", directory)
     url = f"http://127.0.0.1:{configured.api_port}"
     try:
-        wait_for(lambda: _ready(url), timeout=60, interval=0.2, what="the API's /readyz")
+        wait_for(lambda: api_ready(url), timeout=60, interval=0.2, what="the API's /readyz")
         yield url
     finally:
         service.terminate(30)
         print(service.log()[-4000:])
         service.close()
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 # The document the server serves, built the same way; a test elsewhere checks they match.

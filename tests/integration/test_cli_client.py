@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import pytest
 from hookstream import localkafka
 from hookstream.core.admin import create_topics
 from hookstream.core.settings import Settings
-from tests.helpers import settings_env, settings_for_test, wait_for
+from tests.helpers import api_ready, settings_env, settings_for_test, wait_for
 from tests.pipeline import Service
 from tests.receiver import Behaviour, Received, TestReceiver
 
@@ -94,14 +93,6 @@ class Stack:
         return "\n".join(f"--- {n} ---\n{s.log()[-4000:]}" for n, s in self.services.items())
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("cli")
@@ -123,7 +114,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     }
     built = Stack(settings, receiver, services)
     try:
-        wait_for(lambda: _ready(built.api_url), timeout=60, interval=0.2, what="the API")
+        wait_for(lambda: api_ready(built.api_url), timeout=60, interval=0.2, what="the API")
         yield built
     finally:
         for service in services.values():
