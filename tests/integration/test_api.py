@@ -606,6 +606,30 @@ def test_test_event_is_delivered_signed_and_logged(stack: Stack, api: Client) ->
     assert again.verified and again.headers["webhook-id"] == sent["event_id"]
 
 
+def test_an_event_published_right_after_its_webhook_was_created_reaches_it(
+    stack: Stack, api: Client
+) -> None:
+    # No pause between the two calls: the router must not route against a view that has not
+    # read the new webhook yet. Repeated, because a stale view loses only some of the races;
+    # a tenant per round, so each event is meant for exactly one webhook.
+    admin = api.as_(ADMIN)
+    paths = []
+    for _ in range(10):
+        tenant = fresh_tenant()
+        path = f"/fresh-{uuid.uuid4().hex[:8]}"
+        webhook = {"name": path, "url": stack.receiver.url(path), "events": ["invoice.paid"]}
+        reply = admin.post("/v1/webhooks", {**webhook, "tenant_id": tenant})
+        assert reply.status == 201, reply.body
+        stack.receiver.expect(path, [reply.json["secret"]])
+        event = {"type": "invoice.paid", "tenant_id": tenant, "data": {"path": path}}
+        published = admin.post("/v1/events", event)
+        assert published.status == 202, published.body
+        paths.append(path)
+    for path in paths:
+        [request] = received(stack, path)
+        assert request.verified
+
+
 def test_disabled_webhooks_refuse_tests_until_re_enabled(stack: Stack, api: Client) -> None:
     webhook, path = stack.webhook()
     base = f"/v1/webhooks/{webhook['id']}"

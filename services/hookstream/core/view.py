@@ -65,13 +65,18 @@ class CompactedView(Generic[T]):
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        # Sync requests from other threads, served by the view's own thread.
-        self._sync_requested = 0
-        self._sync_done = 0
-        self._sync_targets: tuple[int, int, dict[int, int]] | None = None
-        # When the end offsets of the last completed sync were read (Unix ms).
+        self._partitions: list[int] = []
+        # End-offset queries for `sync`, made on the caller's thread with a consumer of their
+        # own: the view's thread may sit in a 200 ms poll, which a sync should not wait out.
+        self._sync_lock = threading.Lock()
+        self._end_offsets: Consumer | None = None
+        # When the end offsets of the latest completed sync were read (Unix ms).
         self.synced_at_ms = 0
         self._thread = threading.Thread(target=self._run, name=f"view:{topic}", daemon=True)
+
+    @property
+    def topic(self) -> str:
+        return self._topic
 
     def start(self) -> CompactedView[T]:
         self._thread.start()
@@ -81,6 +86,10 @@ class CompactedView(Generic[T]):
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        with self._sync_lock:
+            if self._end_offsets is not None:
+                self._end_offsets.close()
+                self._end_offsets = None
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         if not self._ready.wait(timeout):
@@ -103,43 +112,46 @@ class CompactedView(Generic[T]):
         """Block until every record on the topic now has been applied.
 
         For a key that is unknown right after it was written elsewhere (e.g. a webhook created
-        a moment ago): after `sync`, absence means deleted, not "not read yet". The view's own
-        thread reads the topic's end offsets (its consumer is not shared across threads).
+        a moment ago): after `sync`, absence means deleted, not "not read yet". Afterwards
+        `synced_at_ms` is a moment before which every acknowledged write is applied.
         """
         deadline = time.monotonic() + timeout
+        if not self._ready.wait(timeout):
+            return False
+        # Taken before the end offsets are read, so every write acknowledged before it lies
+        # below them.
+        read_at_ms = int(time.time() * 1000)
+        targets: dict[int, int] = {}
+        with self._sync_lock:
+            if self._stop.is_set():
+                return False
+            if self._end_offsets is None:
+                self._end_offsets = Consumer(
+                    consumer_config(
+                        self._settings,
+                        f"view-sync-{uuid.uuid4().hex[:8]}",
+                        {"enable.auto.commit": False},
+                    )
+                )
+            for partition in self._partitions:
+                try:
+                    _low, high = self._end_offsets.get_watermark_offsets(
+                        TopicPartition(self._topic, partition),
+                        timeout=max(0.1, deadline - time.monotonic()),
+                        cached=False,
+                    )
+                except KafkaException as exc:
+                    log.warning("view of %s: reading end offsets: %s", self._topic, exc)
+                    return False
+                targets[partition] = high
         with self._applied:
-            self._sync_requested += 1
-            wanted = self._sync_requested
-            while self._sync_done < wanted:
+            while any(self._next_offsets.get(p, 0) < high for p, high in targets.items()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
                     return False
                 self._applied.wait(remaining)
+            self.synced_at_ms = max(self.synced_at_ms, read_at_ms)
         return True
-
-    def _serve_sync(self, consumer: Consumer, partitions: list[int]) -> None:
-        with self._applied:
-            requested = self._sync_requested
-            if self._sync_done >= requested:
-                return
-            if self._sync_targets is None:
-                targets: dict[int, int] = {}
-                for partition in partitions:
-                    try:
-                        _low, high = consumer.get_watermark_offsets(
-                            TopicPartition(self._topic, partition), timeout=2, cached=False
-                        )
-                    except KafkaException as exc:
-                        log.warning("view of %s: reading end offsets: %s", self._topic, exc)
-                        return
-                    targets[partition] = high
-                self._sync_targets = (requested, int(time.time() * 1000), targets)
-            generation, read_at_ms, targets = self._sync_targets
-            if all(self._next_offsets.get(p, 0) >= high for p, high in targets.items()):
-                self._sync_done = generation
-                self.synced_at_ms = read_at_ms
-                self._sync_targets = None
-                self._applied.notify_all()
 
     def get(self, key: str) -> T | None:
         return self._items.get(key)
@@ -173,6 +185,7 @@ class CompactedView(Generic[T]):
             if topic_meta is None or topic_meta.error is not None:
                 raise ViewNotReadyError(f"topic {self._topic} does not exist")
             partitions = sorted(topic_meta.partitions)
+            self._partitions = partitions
             consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
             at_end: set[int] = set()
             while not self._stop.is_set():
@@ -187,7 +200,6 @@ class CompactedView(Generic[T]):
                         log.warning("view of %s: %s", self._topic, error)
                         continue
                     self._apply(message)
-                self._serve_sync(consumer, partitions)
         finally:
             consumer.close()
 

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from hookstream.core import metrics
 from hookstream.core.catalog import Catalog, default_catalog
@@ -161,6 +168,7 @@ class Router:
     def _route_batch(
         self, batch: Sequence[Message], producer: Producer, consumer: Consumer
     ) -> None:
+        self._catch_up()
         producer.begin_transaction()
         try:
             # One snapshot of both views per batch: an event never sees a principal update
@@ -181,6 +189,17 @@ class Router:
             log.warning("router: transaction aborted, re-reading the batch: %s", error)
             producer.abort_transaction(30)
             _rewind(consumer, batch)
+
+    def _catch_up(self) -> None:
+        """Bring both views up to the current ends of their topics before routing a batch.
+
+        A webhook created a moment before an event was published must get that event, even
+        though the view's own thread may not have read the webhook yet. One end-offset query
+        per view and batch; comparing timestamps instead would trust the publishers' clocks.
+        """
+        for view in (self.webhooks, self.principals):
+            if not view.sync():
+                log.warning("router: could not bring the view of %s up to date", view.topic)
 
     def _route(self, message: Message, producer: Producer, tally: _Tally) -> None:
         error = message.error()
