@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -647,6 +648,70 @@ def test_a_slow_endpoint_does_not_stall_its_partition(
     print(f"fast deliveries done {latest - slow_first:.2f} s after the slow one started")
     for hook in fast:
         wait_attempts(settings, hook.id, lambda f: len(f) == 5, "fast attempt records")
+
+
+def test_slow_webhooks_share_the_slow_lane_and_are_put_off_not_held(
+    settings_factory: SettingsFactory, receiver: TestReceiver, services: ServiceStarter
+) -> None:
+    # 8 slots, 4 per webhook, 2 for slow webhooks together; answers of 0.3 s or more are slow.
+    settings, platform = pipeline(
+        settings_factory,
+        deliveries_partitions=1,
+        max_in_flight=8,
+        max_in_flight_per_webhook=4,
+        slow_webhook_share=0.25,
+        slow_webhook_seconds=0.3,
+        request_timeout=5,
+    )
+    answer = 1.0
+    slow = platform.webhook(endpoint(receiver, "t_lane", "/lane-slow", Behaviour(delay=answer)))
+    for i in range(4):
+        platform.webhook(endpoint(receiver, f"t_lane{i}", f"/lane-ok{i}", Behaviour()))
+    services("router", settings)
+    services("sender", settings)
+
+    # First answers teach the sender that this webhook is slow.
+    for _ in range(2):
+        platform.event("t_lane", EVENT_TYPE)
+    wait_attempts(settings, slow.id, lambda found: len(found) == 2, "the first slow answers")
+    learned_at = time.time()
+
+    slow_events = [platform.event("t_lane", EVENT_TYPE, flush=False) for _ in range(12)]
+    platform.flush()  # ahead of the healthy ones in the single partition
+    healthy_events = [
+        platform.event(f"t_lane{i}", EVENT_TYPE, flush=False) for i in range(4) for _ in range(10)
+    ]
+    platform.flush()
+
+    def every_healthy_delivery() -> bool:
+        return sum(len(receiver.received(f"/lane-ok{i}")) for i in range(4)) >= 40
+
+    wait_for(every_healthy_delivery, timeout=60, what="every healthy delivery")
+    ids = {r.headers["webhook-id"] for i in range(4) for r in receiver.received(f"/lane-ok{i}")}
+    assert ids == set(healthy_events)
+
+    # Every slow delivery arrives, once, on its first attempt: putting one off is no attempt.
+    found = wait_attempts(
+        settings,
+        slow.id,
+        lambda found: len({a["event_id"] for a in found}) == 14,
+        "every slow delivery",
+        timeout=90,
+    )
+    later = [a for a in found if a["event_id"] in slow_events]
+    assert all(a["outcome"] == "success" and a["attempt_number"] == 1 for a in later)
+    # The slow webhook never had more requests open than the lane's 2 slots.
+    starts = [r.at for r in receiver.received("/lane-slow") if r.at >= learned_at]
+    most = max(sum(1 for other in starts if start <= other < start + answer) for start in starts)
+    assert most <= 2, f"{most} slow requests open at once"
+    # Those that found the lane full waited in the first retry tier, as the same attempt.
+    first_tier = Topics.from_settings(settings).retry_tiers[0].topic
+    put_off = [
+        r
+        for r in read_topic(settings, first_tier, "Retry")
+        if r["webhook_id"] == slow.id and r["attempt"] == 1
+    ]
+    assert put_off, "no slow delivery was put off"
 
 
 def test_kill_9_loses_nothing_and_resends_at_most_the_in_flight_window(

@@ -39,6 +39,10 @@ IN_FLIGHT = Gauge("hookstream_requests_in_flight", "Webhook HTTP requests in fli
 RETRIES_SCHEDULED = Counter(
     "hookstream_retries_scheduled_total", "Retry records produced, by retry tier.", ["tier"]
 )
+DELIVERIES_DEFERRED = Counter(
+    "hookstream_deliveries_deferred_total",
+    "Deliveries to slow webhooks moved to the first retry tier unattempted (slow lane full).",
+)
 DEAD_LETTERS = Counter(
     "hookstream_dead_letters_total", "Records written to the dead-letter topic.", ["reason"]
 )

@@ -238,6 +238,20 @@ class Settings(BaseSettings):
         description="Most requests in flight to one webhook per sender process, so one slow "
         "endpoint cannot take every slot.",
     )
+    slow_webhook_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="A webhook whose recent answers take this long on average (seconds) is "
+        "slow: its requests share the slow lane, and its records beyond that wait in the first "
+        "retry tier rather than in the sender's memory.",
+    )
+    slow_webhook_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Share of max_in_flight that slow webhooks may hold together, so the rest "
+        "stays free for healthy ones.",
+    )
     shutdown_grace: float = Field(
         default=10.0,
         ge=0,

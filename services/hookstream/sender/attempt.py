@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any, Literal
 
 from hookstream.core.settings import Settings
-from hookstream.core.topics import Topics
+from hookstream.core.topics import RetryTier, Topics
 from hookstream.core.webhooks import Webhook
 from hookstream.sender.outcome import HttpResult, Outcome, classify, retry_delay
 
@@ -144,6 +144,22 @@ def conclude(
         "body": delivery["body"] if number == 1 or delivery["trigger"] != "scheduled" else None,
     }
     return Conclusion(outcome, attempt, retry_topic, retry, dead_letter_reason, disabled)
+
+
+def deferred(delivery: Mapping[str, Any], tier: RetryTier, now_ms: int) -> dict[str, Any]:
+    """The retry record that puts off an attempt not yet made (the slow lane was full).
+
+    It asks for the same attempt number again, so deferring never uses up an attempt.
+    """
+    return {
+        **_delivery_fields(delivery),
+        "attempt": delivery["attempt"],
+        "due_at_ms": now_ms + round(tier.delay * 1000),
+        "first_attempt_at_ms": delivery.get("first_attempt_at_ms"),
+        "tier": tier.topic.rsplit(".", 1)[-1],
+        "previous_status_code": delivery.get("previous_status_code"),
+        "previous_error": delivery.get("previous_error"),
+    }
 
 
 def _delivery_fields(delivery: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ may its offset be committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -31,10 +32,11 @@ from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
 from hookstream.core.webhooks import Webhook
 from hookstream.core.writer import KafkaWriter, Record
-from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclude
+from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclude, deferred
 from hookstream.sender.fetcher import Fetched, Fetcher
 from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import HttpResult, Outcome
+from hookstream.sender.slowlane import AnswerTimes, SlowLane
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,11 @@ class _WebhookSlots:
         entry[1][0] += 1
         await entry[0].acquire()
         return _Held(self, webhook_id)
+
+    def queued(self, webhook_id: str) -> int:
+        """Records of this webhook waiting for one of its slots."""
+        entry = self._slots.get(webhook_id)
+        return 0 if entry is None else max(0, entry[1][0] - self._limit)
 
     def release(self, webhook_id: str) -> None:
         semaphore, users = self._slots[webhook_id]
@@ -99,6 +106,9 @@ class Sender:
         loop = asyncio.get_running_loop()
         self._global = asyncio.Semaphore(self.settings.max_in_flight)
         self._per_webhook = _WebhookSlots(self.settings.max_in_flight_per_webhook)
+        share = self.settings.max_in_flight * self.settings.slow_webhook_share
+        self._slow_lane = SlowLane(max(1, int(share)))
+        self._answer_times = AnswerTimes(self.settings.slow_webhook_seconds)
         self.webhooks.start()
         self.writer.start()
         fetcher: Fetcher | None = None
@@ -190,15 +200,41 @@ class Sender:
             metrics.DEAD_LETTERS.labels("undecodable").inc()
             return
         source = Source(topic, message.partition() or 0, message.offset() or 0)
-        held = await self._per_webhook(delivery["webhook_id"])
+        webhook_id = str(delivery["webhook_id"])
+        slow = self._answer_times.is_slow(webhook_id)
+        if slow and (self._slow_lane.full() or self._per_webhook.queued(webhook_id)):
+            await self._defer(message, delivery)
+            return
+        held = await self._per_webhook(webhook_id)
         try:
-            async with self._global:
+            async with contextlib.AsyncExitStack() as slots:
+                if slow:
+                    await slots.enter_async_context(self._slow_lane)
+                await slots.enter_async_context(self._global)
                 conclusion = await self._attempt(delivery, source)
         finally:
             held.release()
+        if conclusion.outcome not in (Outcome.SKIPPED, Outcome.REFUSED):
+            self._answer_times.record(webhook_id, conclusion.attempt["duration_ms"] / 1000)
         await self._produce(self._outputs(message, delivery, conclusion))
         _count(conclusion, delivery)
         _log_attempt(conclusion)
+
+    async def _defer(self, message: Message, delivery: dict[str, Any]) -> None:
+        """Put off a slow webhook's delivery to the first retry tier, unattempted."""
+        tier = self.topics.retry_tiers[0]
+        retry = deferred(delivery, tier, int(time.time() * 1000))
+        await self._produce(
+            [
+                Record(
+                    tier.topic,
+                    message.key(),
+                    self.codec.encode("Retry", retry),
+                    [(DUE_AT_HEADER, str(retry["due_at_ms"]).encode())],
+                )
+            ]
+        )
+        metrics.DELIVERIES_DEFERRED.inc()
 
     async def _attempt(self, delivery: dict[str, object], source: Source) -> Conclusion:
         webhook_id = str(delivery["webhook_id"])
