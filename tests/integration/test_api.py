@@ -149,7 +149,6 @@ class Stack:
         assert reply.status == 201, reply.body
         created: dict[str, Any] = reply.json
         self.receiver.expect(path, [created["secret"]], behaviour)
-        settle()
         return created, path
 
 

@@ -160,7 +160,6 @@ def create_webhook(
     ).json
     assert created["url"] == url and created["secret"].startswith("whsec_")
     stack.receiver.expect(path, [created["secret"]], behaviour)
-    time.sleep(PROPAGATION)
     return created, path
 
 
