@@ -282,3 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except localkafka.LocalKafkaError as exc:
         print(f"hookstream: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`hookstream config | head`): point stdout at /dev/null so the
+        # interpreter's final flush does not fail again, as the Python docs advise.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -25,6 +25,7 @@ def producer_config(
     settings: Settings, transactional_id: str | None = None, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     defaults: dict[str, Any] = {
+        "client.id": _client_id(settings),
         "linger.ms": 5,
         "compression.type": "lz4",
         "message.max.bytes": 4 * 1024 * 1024,
@@ -54,7 +55,10 @@ def consumer_config(
     one busy topic beside many quiet ones (the sender: `deliveries` and the retry tiers)
     would otherwise leave one member with every busy partition.
     """
-    defaults: dict[str, Any] = {"auto.offset.reset": "earliest"}
+    defaults: dict[str, Any] = {
+        "auto.offset.reset": "earliest",
+        "client.id": _client_id(settings),
+    }
     if balance_per_topic:
         defaults |= {"group.protocol": "consumer", "group.remote.assignor": "range"}
     else:
@@ -70,6 +74,11 @@ def consumer_config(
         "isolation.level": "read_committed",
     }
     return _merge(defaults, extra, forced)
+
+
+def _client_id(settings: Settings) -> str:
+    # Shown in broker logs, quotas and `hookstream status` members: which process is which.
+    return f"hookstream-{settings.instance_id}"
 
 
 def with_lag_metrics(config: dict[str, Any]) -> dict[str, Any]:
