@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
+from hookstream import localkafka
 from hookstream.core.codec import default_codec
 from hookstream.core.kafka import consumer_config, producer_config
 from hookstream.core.settings import Settings
@@ -196,3 +198,18 @@ class Service:
     def close(self) -> None:
         self.kill()
         self._log.close()
+
+
+def kill_and_restart_broker(run_dir: Path, port: int) -> None:
+    """kill -9 the broker (no clean shutdown), then start it again on the same port."""
+    state = localkafka.read_state(run_dir)
+    if state is not None:
+        os.killpg(state.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(state.pid, 0)  # our child: reap it
+    deadline = time.monotonic() + 60
+    while not localkafka.port_is_free(port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"port {port} still busy 60 s after killing the broker")
+        time.sleep(0.2)
+    localkafka.start(run_dir=run_dir, port=port, ready_timeout=120)

@@ -11,13 +11,10 @@ start).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +23,7 @@ from hookstream import localkafka
 from tests.chaos.plan import full_plan
 from tests.chaos.run import chaos_settings, run_chaos
 from tests.helpers import fresh_store_url
+from tests.pipeline import kill_and_restart_broker
 
 RESULTS = Path("build/chaos")
 
@@ -53,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             state = localkafka.start(run_dir=broker_dir, port=localkafka.free_port())
             bootstrap = state.bootstrap
             port = int(bootstrap.rsplit(":", 1)[1])
-            restart = lambda: _kill_and_restart_broker(broker_dir, port)  # noqa: E731
+            restart = lambda: kill_and_restart_broker(broker_dir, port)  # noqa: E731
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         try:
             with fresh_store_url(args.store, work_dir) as store_url:
@@ -85,21 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"figures: {verdict.figures}")
     print(f"chaos: {'PASSED' if verdict.passed else 'FAILED'}; report in {path}")
     return 0 if verdict.passed else 1
-
-
-def _kill_and_restart_broker(run_dir: Path, port: int) -> None:
-    """kill -9 the broker (no clean shutdown), then start it again on the same port."""
-    state = localkafka.read_state(run_dir)
-    if state is not None:
-        os.killpg(state.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(state.pid, 0)  # our child: reap it
-    deadline = time.monotonic() + 60
-    while not localkafka.port_is_free(port):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"port {port} still busy 60 s after killing the broker")
-        time.sleep(0.2)
-    localkafka.start(run_dir=run_dir, port=port, ready_timeout=120)
 
 
 if __name__ == "__main__":

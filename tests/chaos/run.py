@@ -36,7 +36,7 @@ from tests.chaos.plan import (
     Fault,
 )
 from tests.chaos.verdict import Receipt, StoredAttempt, Target, Verdict, expected_pairs, judge
-from tests.helpers import api_ready, settings_for_test
+from tests.helpers import api_ready, settings_for_test, wait_for
 from tests.pipeline import read_topic
 from tests.receiver import Behaviour, TestReceiver
 
@@ -81,7 +81,7 @@ def run_chaos(
     api = ApiClient(f"http://127.0.0.1:{settings.api_port}", ADMIN_KEY, timeout=10)
     try:
         fleet.start("api")
-        _wait(lambda: api_ready(api.base_url), 60, "the API to answer /readyz")
+        wait_for(lambda: api_ready(api.base_url), 60, 0.2, "the API to answer /readyz")
         targets = _create_webhooks(api, receiver, plan)
         # Started after the webhooks exist: the router's first view of them is complete.
         for name in SERVICES:
@@ -265,14 +265,6 @@ def _stored_attempts(store_url: str) -> list[StoredAttempt]:
         return [StoredAttempt(r.attempt_id, (r.event_id, r.webhook_id), r.outcome) for r in rows]
     finally:
         engine.dispose()
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _wait_until(moment: float) -> None:

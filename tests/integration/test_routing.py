@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -24,6 +25,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from hookstream import localkafka
 from hookstream.core.admin import create_topics
 from hookstream.core.kafka import admin_client, consumer_config
 from hookstream.core.settings import Settings
@@ -31,8 +33,15 @@ from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.core.webhooks import Webhook
 from tests.conftest import ServiceStarter, SettingsFactory
-from tests.helpers import wait_for
-from tests.pipeline import CODEC, Platform, make_webhook, read_topic
+from tests.helpers import settings_for_test, wait_for
+from tests.pipeline import (
+    CODEC,
+    Platform,
+    Service,
+    kill_and_restart_broker,
+    make_webhook,
+    read_topic,
+)
 from tests.receiver import Received, TestReceiver
 
 pytestmark = pytest.mark.integration
@@ -705,6 +714,63 @@ def test_router_killed_mid_transaction_and_restarted_routes_exactly_once(
     second = services("router", HOOKSTREAM_ROUTER_BATCH_SIZE="50")
     assert_routed_exactly_once(pipeline_settings, webhooks, ids_by_tenant)
     assert second.alive()
+
+
+def test_routers_outlive_a_broker_killed_and_restarted_and_route_everything_once(
+    tmp_path: Path,
+) -> None:
+    # A broker of this test's own: it is killed -9 and restarted, which the session's
+    # broker must not be.
+    run_dir = tmp_path / "kafka"
+    port = localkafka.free_port()
+    state = localkafka.start(run_dir=run_dir, port=port)
+    routers: list[Service] = []
+    try:
+        settings = settings_for_test(state.bootstrap, f"t{uuid.uuid4().hex[:10]}.")
+        create_topics(settings)
+        platform = Platform(settings)
+        webhooks = four_webhooks(platform)
+        ids_by_tenant: dict[str, list[str]] = {A: [], B: []}
+
+        def publish(count: int) -> None:
+            events = [(A if i % 2 else B, MIXED_TYPES[i % len(MIXED_TYPES)]) for i in range(count)]
+            for event_id, (tenant, _kind) in zip(
+                publish_many(platform, events), events, strict=True
+            ):
+                ids_by_tenant[tenant].append(event_id)
+
+        first = Service(settings, "router", tmp_path, HOOKSTREAM_ROUTER_BATCH_SIZE="50")
+        routers = [first]
+        publish(300)
+        wait_for(
+            lambda: sum(routed(settings).values()) >= 2 * 300,
+            timeout=60,
+            interval=0.2,
+            what="the first events routed",
+        )
+        # The broker dies under the router mid-stream and comes back after longer than the
+        # router's transaction timeout: its open transaction is aborted and its producer
+        # fenced. The same router must carry on, and a router started meanwhile too.
+        publish(300)
+        os.killpg(state.pid, signal.SIGKILL)
+        os.waitpid(state.pid, 0)
+        second = Service(
+            settings,
+            "router",
+            tmp_path,
+            HOOKSTREAM_ROUTER_BATCH_SIZE="50",
+            HOOKSTREAM_INSTANCE_ID="router-two",
+        )
+        routers.append(second)
+        kill_and_restart_broker(run_dir, port)
+        publish(300)
+        assert_routed_exactly_once(settings, webhooks, ids_by_tenant)
+        assert first.alive(), first.log()[-4000:]
+        assert second.alive(), second.log()[-4000:]
+    finally:
+        for router in routers:
+            router.close()
+        localkafka.stop(run_dir, wipe=True)
 
 
 def test_two_routers_in_one_group_route_everything_exactly_once(

@@ -16,14 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import (
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from hookstream.core import metrics
 from hookstream.core.catalog import Catalog, default_catalog
@@ -46,17 +39,6 @@ from hookstream.router.envelope import BodyShaper, RejectedEvent, delivery_id, p
 from hookstream.router.matching import SubscriptionIndex
 
 log = logging.getLogger(__name__)
-
-# Errors of a coordinator that is still loading or moving (e.g. just after a broker restart).
-_COORDINATOR_NOT_READY = frozenset(
-    {
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-    }
-)
 
 ROUTER_GROUP = "router"
 
@@ -106,63 +88,32 @@ class Router:
             self.principals.stop()
             self._poison_producer.flush(10)
 
-    def _transactional_producer(self, stop: threading.Event) -> Producer | None:
-        """A producer with its transactions initialised (None if stopped while waiting).
-
-        Right after a broker restart the transaction coordinator may still be loading or
-        moving, and `init_transactions` fails with an error worth retrying; a fresh producer
-        then tries again rather than the router exiting.
-        """
-        config = producer_config(
-            self.settings,
-            transactional_id=f"{self.settings.consumer_group_prefix}{ROUTER_GROUP}-"
-            f"{self.settings.instance_id}",
-            extra={"transaction.timeout.ms": 15000},
-        )
-        while not stop.is_set():
-            producer = Producer(config)
-            try:
-                producer.init_transactions(30)
-                return producer
-            except KafkaException as exc:
-                error = exc.args[0]
-                if not (error.retriable() or error.code() in _COORDINATOR_NOT_READY):
-                    raise
-                log.warning("router: cannot initialise transactions yet, retrying: %s", error)
-                stop.wait(1.0)
-        return None
-
     def _route_until(self, stop: threading.Event, ready: threading.Event | None) -> None:
         while not stop.is_set():
             try:
                 self._route_session(stop, ready)
             except KafkaException as exc:
-                # E.g. a producer fenced after the broker outlived the transaction timeout
-                # (a fatal error: the producer is unusable) or an abort that failed while the
-                # broker was away. A new producer aborts whatever was left open and a new
-                # consumer resumes from the committed offsets, so nothing is lost or doubled.
+                # E.g. a transaction coordinator still loading after a broker restart, a
+                # producer fenced because the broker outlived the transaction timeout (fatal:
+                # the producer is unusable), or an abort that failed while the broker was away.
+                # A new producer aborts whatever was left open and a new consumer resumes from
+                # the committed offsets, so nothing is lost or doubled.
                 log.warning("router: starting over with new Kafka clients after: %s", exc)
                 stop.wait(1.0)
 
     def _route_session(self, stop: threading.Event, ready: threading.Event | None) -> None:
-        producer = self._transactional_producer(stop)
-        if producer is None:
-            return
+        producer = Producer(
+            producer_config(
+                self.settings,
+                transactional_id=f"{self.settings.consumer_group_prefix}{ROUTER_GROUP}-"
+                f"{self.settings.instance_id}",
+                extra={"transaction.timeout.ms": 15000},
+            )
+        )
+        producer.init_transactions(30)
         consumer = Consumer(
             with_lag_metrics(
-                consumer_config(
-                    self.settings,
-                    ROUTER_GROUP,
-                    {
-                        "enable.auto.commit": False,
-                        # Each fetched batch is one transaction, and every transaction costs the
-                        # broker a round of markers on each partition it touched: letting a
-                        # fetch gather events for up to 20 ms turns a trickle of tiny
-                        # transactions into a few larger ones, for 20 ms of latency at most.
-                        "fetch.min.bytes": 1 << 20,
-                        "fetch.wait.max.ms": 20,
-                    },
-                )
+                consumer_config(self.settings, ROUTER_GROUP, {"enable.auto.commit": False})
             )
         )
         consumer.subscribe([self.topics.events])

@@ -102,15 +102,15 @@ def conclude(
             tier = topics.retry_tiers[number - 1]
             next_attempt_at_ms = started_at_ms + result.duration_ms + round(delay * 1000)
             retry_topic = tier.topic
-            retry = {
-                **_delivery_fields(delivery),
-                "attempt": number + 1,
-                "due_at_ms": next_attempt_at_ms,
-                "first_attempt_at_ms": delivery.get("first_attempt_at_ms") or started_at_ms,
-                "tier": tier.topic.rsplit(".", 1)[-1],
-                "previous_status_code": result.status_code,
-                "previous_error": result.error,
-            }
+            retry = _retry(
+                delivery,
+                tier,
+                attempt=number + 1,
+                due_at_ms=next_attempt_at_ms,
+                first_attempt_at_ms=delivery.get("first_attempt_at_ms") or started_at_ms,
+                previous_status_code=result.status_code,
+                previous_error=result.error,
+            )
     elif outcome is Outcome.PERMANENT_FAILURE:
         dead_letter_reason = "permanent_failure"
         # Already disabled (by its owner, or by a concurrent 410): its reason stays.
@@ -151,14 +151,35 @@ def deferred(delivery: Mapping[str, Any], tier: RetryTier, now_ms: int) -> dict[
 
     It asks for the same attempt number again, so deferring never uses up an attempt.
     """
+    return _retry(
+        delivery,
+        tier,
+        attempt=delivery["attempt"],
+        due_at_ms=now_ms + round(tier.delay * 1000),
+        first_attempt_at_ms=delivery.get("first_attempt_at_ms"),
+        previous_status_code=delivery.get("previous_status_code"),
+        previous_error=delivery.get("previous_error"),
+    )
+
+
+def _retry(
+    delivery: Mapping[str, Any],
+    tier: RetryTier,
+    *,
+    attempt: int,
+    due_at_ms: int,
+    first_attempt_at_ms: int | None,
+    previous_status_code: int | None,
+    previous_error: str | None,
+) -> dict[str, Any]:
     return {
         **_delivery_fields(delivery),
-        "attempt": delivery["attempt"],
-        "due_at_ms": now_ms + round(tier.delay * 1000),
-        "first_attempt_at_ms": delivery.get("first_attempt_at_ms"),
+        "attempt": attempt,
+        "due_at_ms": due_at_ms,
+        "first_attempt_at_ms": first_attempt_at_ms,
         "tier": tier.topic.rsplit(".", 1)[-1],
-        "previous_status_code": delivery.get("previous_status_code"),
-        "previous_error": delivery.get("previous_error"),
+        "previous_status_code": previous_status_code,
+        "previous_error": previous_error,
     }
 
 
