@@ -35,6 +35,8 @@ class Sizes:
     step_seconds: float
     step_grace: float
     verify_every: int
+    # End to end: load offered before measuring, until the broker's JIT compiler settles
+    broker_warmup_max_seconds: float
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -63,6 +65,7 @@ FULL = Sizes(
     step_seconds=10.0,
     step_grace=3.0,
     verify_every=10,
+    broker_warmup_max_seconds=120.0,
 )
 
 QUICK = Sizes(
@@ -86,6 +89,7 @@ QUICK = Sizes(
     step_seconds=5.0,
     step_grace=3.0,
     verify_every=5,
+    broker_warmup_max_seconds=20.0,
 )
 
 

@@ -129,3 +129,31 @@ def sample_process(pid: int) -> ProcessSample | None:
         elif line.startswith("VmRSS:"):
             current = int(line.split()[1]) * 1024
     return ProcessSample((utime + stime) / _CLOCK_TICKS, peak, current)
+
+
+# HotSpot names its JIT compiler threads "C1 CompilerThreadN" / "C2 CompilerThreadN"; Linux
+# cuts thread names at 15 characters.
+_JIT_THREAD_PREFIXES = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_cpu_seconds(pid: int) -> float:
+    """CPU seconds a JVM's live JIT compiler threads have spent (0.0 if unreadable).
+
+    A fresh broker spends much of its first minutes compiling its hot paths: a one-time cost
+    that a long-running broker does not pay per delivery, so the bench reports it apart.
+    """
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended between listing and reading
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        if name.startswith(_JIT_THREAD_PREFIXES):
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / _CLOCK_TICKS
