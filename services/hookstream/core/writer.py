@@ -2,13 +2,16 @@
 
 Shared by the API (answers only once its writes are durable) and the sender (a record's
 offset is finished only once its attempt, retry and dead letter are durable). Delivery
-callbacks run on a poll thread; a group wakes the event loop once, when its last record is
-acknowledged, not once per record.
+callbacks run on a poll thread. They only note which groups are settled; once a poll has
+served every acknowledgement it had, the thread wakes each event loop once for all of them,
+so a burst of acknowledgements costs one cross-thread wake-up rather than one per group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,32 +42,50 @@ class Written:
 
 
 class _Group:
-    """The acknowledgements of one `write_all`, collected on the poll thread."""
+    """The acknowledgements of one `write_all`, collected on whichever thread polls."""
 
-    __slots__ = ("_future", "_loop", "_remaining", "_results")
+    __slots__ = ("_remaining", "_results", "_settled", "failure", "future", "loop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
-        self._loop = loop
-        self._future: asyncio.Future[list[Written]] = loop.create_future()
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        size: int,
+        settled: collections.deque[_Group],
+    ) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[list[Written]] = loop.create_future()
+        self.failure: WriteFailedError | None = None
         self._results: list[Written | None] = [None] * size
         self._remaining = size
+        self._settled = settled
 
     def callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
         def acknowledged(error: KafkaError | None, message: Message) -> None:
+            if self._remaining <= 0:
+                return  # already failed: the later acknowledgements change nothing
             if error is not None:
-                failure = WriteFailedError(f"Kafka refused the write: {error}")
-                self._loop.call_soon_threadsafe(_fail, self._future, failure)
+                self.failure = WriteFailedError(f"Kafka refused the write: {error}")
+                self._remaining = 0
+                self._settled.append(self)
                 return
             self._results[index] = Written(message.partition() or 0, message.offset() or 0)
             self._remaining -= 1
             if self._remaining == 0:
-                done = [result for result in self._results if result is not None]
-                self._loop.call_soon_threadsafe(_succeed, self._future, done)
+                self._settled.append(self)
 
         return acknowledged
 
+    def settle(self) -> None:
+        """On the group's event loop: hand the outcome to the waiting `write_all`."""
+        if self.future.done():
+            return
+        if self.failure is not None:
+            self.future.set_exception(self.failure)
+        else:
+            self.future.set_result([result for result in self._results if result is not None])
+
     async def wait(self) -> list[Written]:
-        return await self._future
+        return await self.future
 
 
 class KafkaWriter:
@@ -78,6 +99,10 @@ class KafkaWriter:
     ) -> None:
         self._timeout = timeout
         self.producer = Producer(producer_config(settings, extra=extra))
+        # Groups whose last acknowledgement arrived, not yet handed to their loop. A deque:
+        # its append and popleft are atomic, and close()'s flush may serve callbacks on
+        # another thread while the poll thread is still running.
+        self._settled: collections.deque[_Group] = collections.deque()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name=name, daemon=True)
 
@@ -89,6 +114,7 @@ class KafkaWriter:
         self.producer.flush(flush_timeout)
         self._stop.set()
         self._poller.join(5)
+        self._hand_over()
 
     async def write(self, record: Record) -> Written:
         return (await self.write_all([record]))[0]
@@ -97,7 +123,7 @@ class KafkaWriter:
         """Produce every record; return once Kafka acknowledged all of them, in order."""
         if not records:
             return []
-        group = _Group(asyncio.get_running_loop(), len(records))
+        group = _Group(asyncio.get_running_loop(), len(records), self._settled)
         for index, record in enumerate(records):
             callback = group.callback(index)
             while True:
@@ -127,13 +153,26 @@ class KafkaWriter:
         # Delivery callbacks run inside poll(); this thread keeps them flowing.
         while not self._stop.is_set():
             self.producer.poll(0.1)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Wake each loop once with every group settled since the last hand-over."""
+        settled = self._settled
+        if not settled:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Group]] = {}
+        while True:
+            try:
+                group = settled.popleft()
+            except IndexError:
+                break
+            by_loop.setdefault(group.loop, []).append(group)
+        for loop, groups in by_loop.items():
+            # A closed loop has nobody waiting for these any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, groups)
 
 
-def _succeed(future: asyncio.Future[list[Written]], results: list[Written]) -> None:
-    if not future.done():
-        future.set_result(results)
-
-
-def _fail(future: asyncio.Future[list[Written]], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
+def _settle(groups: list[_Group]) -> None:
+    for group in groups:
+        group.settle()

@@ -13,10 +13,11 @@ exchange, capped header lines, and a body read in bounded pieces of which only t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 import aiohttp
@@ -43,6 +44,9 @@ MAX_HEADER_LINE = 8190
 DRAIN_CHUNK = 64 * 1024
 # Error texts end up in attempt records; a hostile endpoint's bytes echoed in one stay short.
 MAX_ERROR_CHARS = 500
+# Webhook URLs whose static check is remembered. The check without resolution depends only on
+# the URL and this sender's fixed allow-list, and the same URLs come back on every delivery.
+URL_CHECK_CACHE = 65536
 
 
 class DestinationRefused(OSError):
@@ -141,6 +145,13 @@ class HttpSender:
         self._inner_resolver = resolver
         self._resolver: GuardedResolver | None = None
         self._session: aiohttp.ClientSession | None = None
+        # aiohttp does not resolve literal IPs, so the resolver never sees them; http on a
+        # name is only possible with an allow-list, the development setting that exists for it.
+        self._check_url: Callable[[str], str | None] = functools.lru_cache(URL_CHECK_CACHE)(
+            functools.partial(
+                check_url, allowed=self._allowed, allow_http=bool(self._allowed), resolve=None
+            )
+        )
 
     async def start(self) -> None:
         if self._session is not None:
@@ -198,10 +209,7 @@ class HttpSender:
         if session is None:
             raise RuntimeError("HttpSender.start() has not been called")
         started = time.monotonic()
-
-        # aiohttp does not resolve literal IPs, so the resolver never sees them; http on a name
-        # is only possible with an allow-list, the development setting that exists for it.
-        reason = check_url(url, self._allowed, allow_http=bool(self._allowed), resolve=None)
+        reason = self._check_url(url)
         if reason is not None:
             return self._refused(reason, started)
 
@@ -211,7 +219,7 @@ class HttpSender:
         error: str | None = None
         try:
             async with session.post(
-                url, data=body, headers=dict(headers), allow_redirects=False
+                url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())

@@ -9,7 +9,9 @@ may its offset be committed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -20,13 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Message
+from prometheus_client import Counter
 
 from hookstream.core import eventloop, metrics, signing
 from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.deadletter import dead_letter
 from hookstream.core.kafka import header_pairs
 from hookstream.core.runner import configure_logging, start_ops
-from hookstream.core.secrets import SecretError, is_encrypted, load_keyring
+from hookstream.core.secrets import Keyring, SecretError, is_encrypted, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
@@ -45,44 +48,130 @@ log = logging.getLogger(__name__)
 OUTSTANDING_PER_SLOT = 4
 # Seconds a retry record may hold its partition beyond its tier's longest jittered delay.
 REQUEUE_SLACK = 0.05
+# Webhooks whose decrypted signing secrets are kept between deliveries.
+PLAINTEXTS_KEPT = 65536
+
+
+class _WebhookSlot:
+    __slots__ = ("holders", "waiters")
+
+    def __init__(self) -> None:
+        self.holders = 0
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
 
 class _WebhookSlots:
-    """Per-webhook semaphores that exist only while the webhook has work."""
+    """Per-webhook in-flight slots that exist only while the webhook has work.
+
+    Most webhooks have a record or two at a time, far below the limit: taking a slot is then
+    a counter increment, with no semaphore built and torn down for every delivery. Beyond
+    the limit records wait first come, first served; a released slot passes straight to the
+    longest waiting one.
+    """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        self._slots: dict[str, _WebhookSlot] = {}
 
-    async def __call__(self, webhook_id: str) -> _Held:
-        entry = self._slots.get(webhook_id)
-        if entry is None:
-            entry = (asyncio.Semaphore(self._limit), [0])
-            self._slots[webhook_id] = entry
-        entry[1][0] += 1
-        await entry[0].acquire()
-        return _Held(self, webhook_id)
+    async def acquire(self, webhook_id: str) -> None:
+        slot = self._slots.get(webhook_id)
+        if slot is None:
+            slot = self._slots[webhook_id] = _WebhookSlot()
+        if slot.holders < self._limit and not slot.waiters:
+            slot.holders += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        slot.waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(webhook_id)  # handed a slot just as it was cancelled: pass it on
+            else:
+                # A release may already have dropped it (and the slot with it).
+                with contextlib.suppress(ValueError):
+                    slot.waiters.remove(waiter)
+                self._forget_if_idle(webhook_id, slot)
+            raise
 
     def queued(self, webhook_id: str) -> int:
         """Records of this webhook waiting for one of its slots."""
-        entry = self._slots.get(webhook_id)
-        return 0 if entry is None else max(0, entry[1][0] - self._limit)
+        slot = self._slots.get(webhook_id)
+        return 0 if slot is None else len(slot.waiters)
 
     def release(self, webhook_id: str) -> None:
-        semaphore, users = self._slots[webhook_id]
-        semaphore.release()
-        users[0] -= 1
-        if users[0] == 0:
+        slot = self._slots[webhook_id]
+        while slot.waiters:
+            waiter = slot.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot changes hands; the holder count stays
+                return
+        slot.holders -= 1
+        self._forget_if_idle(webhook_id, slot)
+
+    def _forget_if_idle(self, webhook_id: str, slot: _WebhookSlot) -> None:
+        if slot.holders == 0 and not slot.waiters and self._slots.get(webhook_id) is slot:
             del self._slots[webhook_id]
 
 
-@dataclass(slots=True)
-class _Held:
-    slots: _WebhookSlots
-    webhook_id: str
+@dataclass(frozen=True, slots=True)
+class _Plaintexts:
+    """A webhook's decrypted signing secrets, as they stand from `since_ms` to `until_ms`."""
 
-    def release(self) -> None:
-        self.slots.release(self.webhook_id)
+    webhook: Webhook
+    since_ms: int
+    until_ms: int
+    secrets: list[str]
+
+
+class _SigningSecrets:
+    """The plaintext secrets each webhook signs with, decrypted once per change, not per request.
+
+    The view replaces a webhook's object whenever it changes, so the same object means the
+    same stored secrets; which of them sign changes only when one of them expires.
+    """
+
+    def __init__(self, keyring: Keyring) -> None:
+        self._keyring = keyring
+        self._known: dict[str, _Plaintexts] = {}
+        self._warned_plaintext = False
+
+    def get(self, webhook: Webhook, now_ms: int) -> list[str]:
+        """The plaintext secrets signing requests to `webhook` at `now_ms`; or `SecretError`."""
+        known = self._known.get(webhook.id)
+        if (
+            known is not None
+            and known.webhook is webhook
+            and known.since_ms <= now_ms < known.until_ms
+        ):
+            return known.secrets
+        secrets = self._keyring.signing_secrets(webhook, now_ms)
+        if not self._warned_plaintext and not all(is_encrypted(s.value) for s in webhook.secrets):
+            self._warned_plaintext = True
+            log.warning(
+                "sender: webhook %s (and perhaps others) has a plaintext signing secret on the "
+                "webhooks topic; run `hookstream secrets reencrypt` to encrypt them",
+                webhook.id,
+            )
+        if len(self._known) >= PLAINTEXTS_KEPT:
+            self._known.clear()  # deleted webhooks' entries go too; the rest refill
+        self._known[webhook.id] = _Plaintexts(
+            webhook, now_ms, _next_expiry_ms(webhook, now_ms), secrets
+        )
+        return secrets
+
+
+def _next_expiry_ms(webhook: Webhook, now_ms: int) -> int:
+    """When the set of secrets signing at `now_ms` next loses one (a rotated-out secret)."""
+    expiries = [
+        secret.not_after_ms
+        for secret in webhook.secrets
+        if secret.not_after_ms is not None and secret.not_after_ms > now_ms
+    ]
+    return min(expiries, default=_NEVER)
+
+
+_NEVER = 2**62
 
 
 class Sender:
@@ -95,7 +184,7 @@ class Sender:
         )
         # Before anything else: production without an encryption key must not start.
         self.keyring = load_keyring(settings)
-        self._warned_plaintext = False
+        self._secrets = _SigningSecrets(self.keyring)
         self.http = HttpSender(settings)
         # Attempt records are not on the way to any receiver: a longer linger gathers them
         # into fewer, larger produce requests (less broker CPU per delivery); only the offset
@@ -165,10 +254,13 @@ class Sender:
 
     def _dispatch(self, fetcher: Fetcher | None, batch: list[Fetched]) -> None:
         assert fetcher is not None
+        # One running-loop lookup per batch rather than one per record.
+        create_task = asyncio.get_running_loop().create_task
+        handle, tasks = self._handle, self._tasks
         for item in batch:
-            task = asyncio.create_task(self._handle(fetcher, item))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task = create_task(handle(fetcher, item))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _handle(self, fetcher: Fetcher, item: Fetched) -> None:
         try:
@@ -208,15 +300,16 @@ class Sender:
         if slow and (self._slow_lane.full() or self._per_webhook.queued(webhook_id)):
             await self._defer(message, delivery)
             return
-        held = await self._per_webhook(webhook_id)
+        await self._per_webhook.acquire(webhook_id)
         try:
-            async with contextlib.AsyncExitStack() as slots:
-                if slow:
-                    await slots.enter_async_context(self._slow_lane)
-                await slots.enter_async_context(self._global)
-                conclusion = await self._attempt(delivery, source)
+            if slow:
+                async with self._slow_lane, self._global:
+                    conclusion = await self._attempt(delivery, source)
+            else:
+                async with self._global:
+                    conclusion = await self._attempt(delivery, source)
         finally:
-            held.release()
+            self._per_webhook.release(webhook_id)
         if conclusion.outcome not in (Outcome.SKIPPED, Outcome.REFUSED):
             self._answer_times.record(webhook_id, conclusion.attempt["duration_ms"] / 1000)
         await self._produce(self._outputs(message, delivery, conclusion))
@@ -295,19 +388,11 @@ class Sender:
     ) -> tuple[list[str], HttpResult | None]:
         """The plaintext secrets, or the failed attempt when they cannot be decrypted."""
         try:
-            secrets = self.keyring.signing_secrets(webhook, now_ms)
+            return self._secrets.get(webhook, now_ms), None
         except SecretError as exc:
             # Nothing goes out unsigned. A temporary failure: once the missing key is
             # configured, the retries deliver.
             return [], HttpResult(status_code=None, duration_ms=0, error=f"not sent: {exc}")
-        if not self._warned_plaintext and not all(is_encrypted(s.value) for s in webhook.secrets):
-            self._warned_plaintext = True
-            log.warning(
-                "sender: webhook %s (and perhaps others) has a plaintext signing secret on the "
-                "webhooks topic; run `hookstream secrets reencrypt` to encrypt them",
-                webhook.id,
-            )
-        return secrets, None
 
     def _outputs(
         self, message: Message, delivery: dict[str, object], conclusion: Conclusion
@@ -339,11 +424,22 @@ class Sender:
         await self.writer.write_all(records)
 
 
+# `.labels()` takes a lock and builds its key on every call: the few children an attempt can
+# count into are looked up once, by outcome and status code.
+_attempt_counters: dict[tuple[Outcome, int | None], Counter] = {}
+
+
+def _attempts_counter(outcome: Outcome, status_code: int | None) -> Counter:
+    counter = _attempt_counters.get((outcome, status_code))
+    if counter is None:
+        counter = metrics.ATTEMPTS.labels(str(outcome), metrics.status_class(status_code))
+        _attempt_counters[(outcome, status_code)] = counter
+    return counter
+
+
 def _count(conclusion: Conclusion, delivery: Mapping[str, Any]) -> None:
     attempt = conclusion.attempt
-    metrics.ATTEMPTS.labels(
-        str(conclusion.outcome), metrics.status_class(attempt["status_code"])
-    ).inc()
+    _attempts_counter(conclusion.outcome, attempt["status_code"]).inc()
     if conclusion.outcome is not Outcome.SKIPPED:
         metrics.REQUEST_DURATION.observe(attempt["duration_ms"] / 1000)
     if conclusion.outcome is Outcome.SUCCESS:
@@ -402,6 +498,30 @@ def _log_attempt(conclusion: Conclusion) -> None:
     )
 
 
+# The cyclic garbage collector's first-generation threshold once the sender runs (CPython's
+# default is 700).
+YOUNG_COLLECTION_THRESHOLD = 50_000
+
+
+def _tune_collector() -> None:
+    """Keep the garbage collector from dominating the process's CPU once it runs.
+
+    Every outstanding record keeps dozens of container objects (its task and coroutines, the
+    decoded delivery, aiohttp's request and response, futures) alive for the length of its
+    request, and a fetched batch creates hundreds at once. At the default threshold the
+    young collections promote nearly all of them to the oldest generation, whose full
+    collections then also walk everything loaded at start-up (modules, the webhook view).
+    Freezing the start-up heap takes it out of every later collection; a higher young
+    threshold lets most per-record objects die of reference counting before any collection.
+    In `make bench`'s sender stage the collector went from about a sixth of the loop
+    thread's time to well under 1 %, and peak memory did not change.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, oldest)
+
+
 def run_sender(settings: Settings) -> int:
     configure_logging(settings.log_level)
 
@@ -419,7 +539,13 @@ def run_sender(settings: Settings) -> int:
         probe_ready = threading.Event()
         ops = start_ops(settings, probe_ready)
         waiter = asyncio.create_task(ready.wait())
-        waiter.add_done_callback(lambda _: probe_ready.set())
+
+        def on_ready(waited: asyncio.Task[Any]) -> None:
+            if not waited.cancelled():
+                _tune_collector()
+            probe_ready.set()
+
+        waiter.add_done_callback(on_ready)
         try:
             await Sender(settings).run(stop, ready)
         finally:

@@ -1,0 +1,142 @@
+"""The sender's per-delivery shortcuts behave exactly like the work they save."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hookstream.core import metrics
+from hookstream.core.secrets import Keyring, SecretError
+from hookstream.core.webhooks import Webhook
+from hookstream.sender.outcome import Outcome
+from hookstream.sender.service import _attempts_counter, _SigningSecrets, _WebhookSlots
+
+KEY = bytes(range(32))
+
+
+# -- per-webhook slots -------------------------------------------------------------------
+
+
+async def test_a_webhook_never_has_more_than_its_limit_in_flight() -> None:
+    slots = _WebhookSlots(2)
+    await slots.acquire("wh_a")
+    await slots.acquire("wh_a")
+    third = asyncio.create_task(slots.acquire("wh_a"))
+    await asyncio.sleep(0)
+    assert not third.done()
+    assert slots.queued("wh_a") == 1
+    await slots.acquire("wh_b")  # another webhook is not held up
+    slots.release("wh_a")
+    await asyncio.wait_for(third, 1)
+    assert slots.queued("wh_a") == 0
+
+
+async def test_waiting_records_get_their_slot_first_come_first_served() -> None:
+    slots = _WebhookSlots(1)
+    await slots.acquire("wh_a")
+    order: list[int] = []
+
+    async def take(number: int) -> None:
+        await slots.acquire("wh_a")
+        order.append(number)
+        slots.release("wh_a")
+
+    waiting = [asyncio.create_task(take(number)) for number in range(3)]
+    await asyncio.sleep(0)
+    assert slots.queued("wh_a") == 3
+    slots.release("wh_a")
+    await asyncio.wait_for(asyncio.gather(*waiting), 1)
+    assert order == [0, 1, 2]
+    assert slots._slots == {}
+
+
+async def test_a_cancelled_waiter_gives_up_its_place() -> None:
+    slots = _WebhookSlots(1)
+    await slots.acquire("wh_a")
+    cancelled = asyncio.create_task(slots.acquire("wh_a"))
+    behind = asyncio.create_task(slots.acquire("wh_a"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert slots.queued("wh_a") == 1
+    slots.release("wh_a")
+    await asyncio.wait_for(behind, 1)
+    slots.release("wh_a")
+    assert slots._slots == {}
+
+
+async def test_a_slot_handed_to_a_cancelled_waiter_passes_on() -> None:
+    slots = _WebhookSlots(1)
+    await slots.acquire("wh_a")
+    first = asyncio.create_task(slots.acquire("wh_a"))
+    second = asyncio.create_task(slots.acquire("wh_a"))
+    await asyncio.sleep(0)
+    slots.release("wh_a")  # hands the slot to `first`, which is cancelled before it resumes
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.wait_for(second, 1)
+    slots.release("wh_a")
+    assert slots._slots == {}
+
+
+async def test_the_last_waiter_cancelled_after_the_last_release_leaves_nothing() -> None:
+    slots = _WebhookSlots(1)
+    await slots.acquire("wh_a")
+    waiter = asyncio.create_task(slots.acquire("wh_a"))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    slots.release("wh_a")  # before the cancelled waiter resumes: the release drops it
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert slots._slots == {}
+
+
+# -- signing secrets -----------------------------------------------------------------------
+
+
+def _webhook(keyring: Keyring, *secrets: tuple[str, int | None]) -> Webhook:
+    return Webhook(
+        id="wh_1",
+        tenant_id="tnt_1",
+        name="hook",
+        url="https://example.com/hook",
+        events=("invoice.paid",),
+        secrets=tuple(keyring.seal("wh_1", plain, until) for plain, until in secrets),
+    )
+
+
+def test_signing_secrets_follow_a_rotation_window() -> None:
+    keyring = Keyring([("k1", KEY)])
+    cache = _SigningSecrets(keyring)
+    hook = _webhook(keyring, ("whsec_new", None), ("whsec_old", 2_000))
+    assert cache.get(hook, 1_000) == ["whsec_new", "whsec_old"]
+    assert cache.get(hook, 1_999) == ["whsec_new", "whsec_old"]
+    assert cache.get(hook, 2_000) == ["whsec_new"]  # the old secret's window has closed
+    assert cache.get(hook, 1_500) == ["whsec_new", "whsec_old"]  # the clock stepped back
+
+
+def test_signing_secrets_follow_a_changed_webhook() -> None:
+    keyring = Keyring([("k1", KEY)])
+    cache = _SigningSecrets(keyring)
+    assert cache.get(_webhook(keyring, ("whsec_a", None)), 1_000) == ["whsec_a"]
+    assert cache.get(_webhook(keyring, ("whsec_b", None)), 1_000) == ["whsec_b"]
+
+
+def test_an_undecryptable_secret_fails_every_time() -> None:
+    other = Keyring([("k2", KEY)])
+    cache = _SigningSecrets(Keyring([("k1", KEY)]))
+    hook = _webhook(other, ("whsec_a", None))
+    for _ in range(2):
+        with pytest.raises(SecretError):
+            cache.get(hook, 1_000)
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+def test_attempt_counters_are_the_labelled_children() -> None:
+    assert _attempts_counter(Outcome.SUCCESS, 204) is metrics.ATTEMPTS.labels("success", "2xx")
+    assert _attempts_counter(Outcome.SKIPPED, None) is metrics.ATTEMPTS.labels("skipped", "none")
