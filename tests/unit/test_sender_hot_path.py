@@ -10,7 +10,9 @@ from hookstream.core import metrics
 from hookstream.core.secrets import Keyring, SecretError
 from hookstream.core.webhooks import Webhook
 from hookstream.sender.outcome import Outcome
-from hookstream.sender.service import _attempts_counter, _SigningSecrets, _WebhookSlots
+from hookstream.sender.service import _attempts_counter
+from hookstream.sender.signing_secrets import SigningSecrets
+from hookstream.sender.slots import WebhookSlots
 
 KEY = bytes(range(32))
 
@@ -19,7 +21,7 @@ KEY = bytes(range(32))
 
 
 async def test_a_webhook_never_has_more_than_its_limit_in_flight() -> None:
-    slots = _WebhookSlots(2)
+    slots = WebhookSlots(2)
     await slots.acquire("wh_a")
     await slots.acquire("wh_a")
     third = asyncio.create_task(slots.acquire("wh_a"))
@@ -33,7 +35,7 @@ async def test_a_webhook_never_has_more_than_its_limit_in_flight() -> None:
 
 
 async def test_waiting_records_get_their_slot_first_come_first_served() -> None:
-    slots = _WebhookSlots(1)
+    slots = WebhookSlots(1)
     await slots.acquire("wh_a")
     order: list[int] = []
 
@@ -52,7 +54,7 @@ async def test_waiting_records_get_their_slot_first_come_first_served() -> None:
 
 
 async def test_a_cancelled_waiter_gives_up_its_place() -> None:
-    slots = _WebhookSlots(1)
+    slots = WebhookSlots(1)
     await slots.acquire("wh_a")
     cancelled = asyncio.create_task(slots.acquire("wh_a"))
     behind = asyncio.create_task(slots.acquire("wh_a"))
@@ -68,7 +70,7 @@ async def test_a_cancelled_waiter_gives_up_its_place() -> None:
 
 
 async def test_a_slot_handed_to_a_cancelled_waiter_passes_on() -> None:
-    slots = _WebhookSlots(1)
+    slots = WebhookSlots(1)
     await slots.acquire("wh_a")
     first = asyncio.create_task(slots.acquire("wh_a"))
     second = asyncio.create_task(slots.acquire("wh_a"))
@@ -83,7 +85,7 @@ async def test_a_slot_handed_to_a_cancelled_waiter_passes_on() -> None:
 
 
 async def test_the_last_waiter_cancelled_after_the_last_release_leaves_nothing() -> None:
-    slots = _WebhookSlots(1)
+    slots = WebhookSlots(1)
     await slots.acquire("wh_a")
     waiter = asyncio.create_task(slots.acquire("wh_a"))
     await asyncio.sleep(0)
@@ -110,7 +112,7 @@ def _webhook(keyring: Keyring, *secrets: tuple[str, int | None]) -> Webhook:
 
 def test_signing_secrets_follow_a_rotation_window() -> None:
     keyring = Keyring([("k1", KEY)])
-    cache = _SigningSecrets(keyring)
+    cache = SigningSecrets(keyring)
     hook = _webhook(keyring, ("whsec_new", None), ("whsec_old", 2_000))
     assert cache.get(hook, 1_000) == ["whsec_new", "whsec_old"]
     assert cache.get(hook, 1_999) == ["whsec_new", "whsec_old"]
@@ -120,14 +122,14 @@ def test_signing_secrets_follow_a_rotation_window() -> None:
 
 def test_signing_secrets_follow_a_changed_webhook() -> None:
     keyring = Keyring([("k1", KEY)])
-    cache = _SigningSecrets(keyring)
+    cache = SigningSecrets(keyring)
     assert cache.get(_webhook(keyring, ("whsec_a", None)), 1_000) == ["whsec_a"]
     assert cache.get(_webhook(keyring, ("whsec_b", None)), 1_000) == ["whsec_b"]
 
 
 def test_an_undecryptable_secret_fails_every_time() -> None:
     other = Keyring([("k2", KEY)])
-    cache = _SigningSecrets(Keyring([("k1", KEY)]))
+    cache = SigningSecrets(Keyring([("k1", KEY)]))
     hook = _webhook(other, ("whsec_a", None))
     for _ in range(2):
         with pytest.raises(SecretError):

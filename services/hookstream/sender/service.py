@@ -9,8 +9,6 @@ may its offset be committed.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import gc
 import logging
 import random
@@ -18,7 +16,6 @@ import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Message
@@ -29,7 +26,7 @@ from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.deadletter import dead_letter
 from hookstream.core.kafka import header_pairs
 from hookstream.core.runner import configure_logging, start_ops
-from hookstream.core.secrets import Keyring, SecretError, is_encrypted, load_keyring
+from hookstream.core.secrets import SecretError, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
@@ -39,6 +36,8 @@ from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclud
 from hookstream.sender.fetcher import Fetched, Fetcher
 from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import HttpResult, Outcome
+from hookstream.sender.signing_secrets import SigningSecrets
+from hookstream.sender.slots import WebhookSlots
 from hookstream.sender.slowlane import AnswerTimes, SlowLane
 
 log = logging.getLogger(__name__)
@@ -48,130 +47,6 @@ log = logging.getLogger(__name__)
 OUTSTANDING_PER_SLOT = 4
 # Seconds a retry record may hold its partition beyond its tier's longest jittered delay.
 REQUEUE_SLACK = 0.05
-# Webhooks whose decrypted signing secrets are kept between deliveries.
-PLAINTEXTS_KEPT = 65536
-
-
-class _WebhookSlot:
-    __slots__ = ("holders", "waiters")
-
-    def __init__(self) -> None:
-        self.holders = 0
-        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-
-class _WebhookSlots:
-    """Per-webhook in-flight slots that exist only while the webhook has work.
-
-    Most webhooks have a record or two at a time, far below the limit: taking a slot is then
-    a counter increment, with no semaphore built and torn down for every delivery. Beyond
-    the limit records wait first come, first served; a released slot passes straight to the
-    longest waiting one.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._slots: dict[str, _WebhookSlot] = {}
-
-    async def acquire(self, webhook_id: str) -> None:
-        slot = self._slots.get(webhook_id)
-        if slot is None:
-            slot = self._slots[webhook_id] = _WebhookSlot()
-        if slot.holders < self._limit and not slot.waiters:
-            slot.holders += 1
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        slot.waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release(webhook_id)  # handed a slot just as it was cancelled: pass it on
-            else:
-                # A release may already have dropped it (and the slot with it).
-                with contextlib.suppress(ValueError):
-                    slot.waiters.remove(waiter)
-                self._forget_if_idle(webhook_id, slot)
-            raise
-
-    def queued(self, webhook_id: str) -> int:
-        """Records of this webhook waiting for one of its slots."""
-        slot = self._slots.get(webhook_id)
-        return 0 if slot is None else len(slot.waiters)
-
-    def release(self, webhook_id: str) -> None:
-        slot = self._slots[webhook_id]
-        while slot.waiters:
-            waiter = slot.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot changes hands; the holder count stays
-                return
-        slot.holders -= 1
-        self._forget_if_idle(webhook_id, slot)
-
-    def _forget_if_idle(self, webhook_id: str, slot: _WebhookSlot) -> None:
-        if slot.holders == 0 and not slot.waiters and self._slots.get(webhook_id) is slot:
-            del self._slots[webhook_id]
-
-
-@dataclass(frozen=True, slots=True)
-class _Plaintexts:
-    """A webhook's decrypted signing secrets, as they stand from `since_ms` to `until_ms`."""
-
-    webhook: Webhook
-    since_ms: int
-    until_ms: int
-    secrets: list[str]
-
-
-class _SigningSecrets:
-    """The plaintext secrets each webhook signs with, decrypted once per change, not per request.
-
-    The view replaces a webhook's object whenever it changes, so the same object means the
-    same stored secrets; which of them sign changes only when one of them expires.
-    """
-
-    def __init__(self, keyring: Keyring) -> None:
-        self._keyring = keyring
-        self._known: dict[str, _Plaintexts] = {}
-        self._warned_plaintext = False
-
-    def get(self, webhook: Webhook, now_ms: int) -> list[str]:
-        """The plaintext secrets signing requests to `webhook` at `now_ms`; or `SecretError`."""
-        known = self._known.get(webhook.id)
-        if (
-            known is not None
-            and known.webhook is webhook
-            and known.since_ms <= now_ms < known.until_ms
-        ):
-            return known.secrets
-        secrets = self._keyring.signing_secrets(webhook, now_ms)
-        if not self._warned_plaintext and not all(is_encrypted(s.value) for s in webhook.secrets):
-            self._warned_plaintext = True
-            log.warning(
-                "sender: webhook %s (and perhaps others) has a plaintext signing secret on the "
-                "webhooks topic; run `hookstream secrets reencrypt` to encrypt them",
-                webhook.id,
-            )
-        if len(self._known) >= PLAINTEXTS_KEPT:
-            self._known.clear()  # deleted webhooks' entries go too; the rest refill
-        self._known[webhook.id] = _Plaintexts(
-            webhook, now_ms, _next_expiry_ms(webhook, now_ms), secrets
-        )
-        return secrets
-
-
-def _next_expiry_ms(webhook: Webhook, now_ms: int) -> int:
-    """When the set of secrets signing at `now_ms` next loses one (a rotated-out secret)."""
-    expiries = [
-        secret.not_after_ms
-        for secret in webhook.secrets
-        if secret.not_after_ms is not None and secret.not_after_ms > now_ms
-    ]
-    return min(expiries, default=_NEVER)
-
-
-_NEVER = 2**62
 
 
 class Sender:
@@ -184,7 +59,7 @@ class Sender:
         )
         # Before anything else: production without an encryption key must not start.
         self.keyring = load_keyring(settings)
-        self._secrets = _SigningSecrets(self.keyring)
+        self._secrets = SigningSecrets(self.keyring)
         self.http = HttpSender(settings)
         # Attempt records are not on the way to any receiver: a longer linger gathers them
         # into fewer, larger produce requests (less broker CPU per delivery); only the offset
@@ -197,7 +72,7 @@ class Sender:
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         loop = asyncio.get_running_loop()
         self._global = asyncio.Semaphore(self.settings.max_in_flight)
-        self._per_webhook = _WebhookSlots(self.settings.max_in_flight_per_webhook)
+        self._per_webhook = WebhookSlots(self.settings.max_in_flight_per_webhook)
         share = self.settings.max_in_flight * self.settings.slow_webhook_share
         self._slow_lane = SlowLane(max(1, int(share)))
         self._answer_times = AnswerTimes(self.settings.slow_webhook_seconds)
