@@ -127,9 +127,25 @@ def _decode_reason(message: str) -> RejectReason:
     return "undecodable"
 
 
+# Normalised `occurred_at` per text seen. Events published together mostly share their
+# timestamps, and parsing and re-formatting one was a tenth of the time spent per event.
+_OCCURRED_AT_CACHE_LIMIT = 1024
+_occurred_at_seen: dict[str, str] = {}
+
+
 def _occurred_at(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise RejectedEvent("invalid_field", "event field 'occurred_at' must be an ISO 8601 string")
+    normalised = _occurred_at_seen.get(value)
+    if normalised is None:
+        normalised = _normalise_occurred_at(value)
+        if len(_occurred_at_seen) >= _OCCURRED_AT_CACHE_LIMIT:
+            _occurred_at_seen.clear()
+        _occurred_at_seen[value] = normalised
+    return normalised
+
+
+def _normalise_occurred_at(value: str) -> str:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -182,12 +198,11 @@ class EventBodies:
         `permissions=None` means unrestricted: a platform-level webhook with no owner. A
         webhook whose owner is set but unknown must be skipped by the caller, not passed None.
         """
-        try:
-            # Owners mostly share a handful of roles; frozensets cache their hash, so a repeat
-            # visibility costs one dict lookup.
+        # Owners mostly share a handful of roles; frozensets cache their hash, so a repeat
+        # visibility costs a dict lookup. Tested before reading rather than catching KeyError:
+        # with one webhook per event the first lookup is the common case, and raising is slow.
+        if permissions in self._by_permissions:
             return self._by_permissions[permissions]
-        except KeyError:
-            pass
         body = self._build(permissions)
         self._by_permissions[permissions] = body
         return body
