@@ -9,7 +9,6 @@ may its offset be committed.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import random
 import signal
@@ -25,7 +24,7 @@ from hookstream.core import eventloop, metrics, signing
 from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.deadletter import dead_letter
 from hookstream.core.kafka import header_pairs
-from hookstream.core.runner import configure_logging, start_ops
+from hookstream.core.runner import configure_logging, start_ops, tune_collector
 from hookstream.core.secrets import SecretError, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
@@ -373,30 +372,6 @@ def _log_attempt(conclusion: Conclusion) -> None:
     )
 
 
-# The cyclic garbage collector's first-generation threshold once the sender runs (CPython's
-# default is 700).
-YOUNG_COLLECTION_THRESHOLD = 50_000
-
-
-def _tune_collector() -> None:
-    """Keep the garbage collector from dominating the process's CPU once it runs.
-
-    Every outstanding record keeps dozens of container objects (its task and coroutines, the
-    decoded delivery, aiohttp's request and response, futures) alive for the length of its
-    request, and a fetched batch creates hundreds at once. At the default threshold the
-    young collections promote nearly all of them to the oldest generation, whose full
-    collections then also walk everything loaded at start-up (modules, the webhook view).
-    Freezing the start-up heap takes it out of every later collection; a higher young
-    threshold lets most per-record objects die of reference counting before any collection.
-    In `make bench`'s sender stage the collector went from about a sixth of the loop
-    thread's time to well under 1 %, and peak memory did not change.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, oldest)
-
-
 def run_sender(settings: Settings) -> int:
     configure_logging(settings.log_level)
 
@@ -417,7 +392,7 @@ def run_sender(settings: Settings) -> int:
 
         def on_ready(waited: asyncio.Task[Any]) -> None:
             if not waited.cancelled():
-                _tune_collector()
+                tune_collector()
             probe_ready.set()
 
         waiter.add_done_callback(on_ready)
