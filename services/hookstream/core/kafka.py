@@ -114,13 +114,16 @@ def header_pairs(message: Message) -> list[tuple[str, bytes | None]]:
     return [(name, value.encode() if isinstance(value, str) else value) for name, value in pairs]
 
 
-def consume_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
-    """Wait up to `timeout` for the first record, then take what is already fetched.
+def consume_batch(
+    consumer: Consumer, max_messages: int, timeout: float, gather: float = 0.0
+) -> list[Message]:
+    """Wait up to `timeout` for the first record, then up to `gather` seconds for more.
 
     `consume(n, timeout)` alone waits the whole timeout unless n records arrive, which puts
-    a floor under latency at low rates; this returns at once when anything is there.
+    a floor under latency at low rates; this returns as soon as anything is there, or once
+    the first record is `gather` seconds old when asked to gather.
     """
     first = consumer.consume(num_messages=1, timeout=timeout)
     if not first or max_messages <= 1:
         return first
-    return first + consumer.consume(num_messages=max_messages - 1, timeout=0)
+    return first + consumer.consume(num_messages=max_messages - 1, timeout=gather)

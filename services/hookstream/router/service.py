@@ -124,7 +124,12 @@ class Router:
             ready.set()
         try:
             while not stop.is_set():
-                batch = consume_batch(consumer, self.settings.router_batch_size, timeout=0.2)
+                batch = consume_batch(
+                    consumer,
+                    self.settings.router_batch_size,
+                    timeout=0.2,
+                    gather=self.settings.router_batch_seconds,
+                )
                 if batch:
                     self._route_batch(batch, producer, consumer, helpers)
         finally:
