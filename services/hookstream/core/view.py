@@ -18,14 +18,16 @@ from typing import Generic, TypeVar
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from hookstream.core.codec import Codec, DecodeError
-from hookstream.core.kafka import consumer_config
+from hookstream.core.kafka import admin_client, consumer_config
 from hookstream.core.settings import Settings
 from hookstream.core.webhooks import Principal, Webhook
 
@@ -66,10 +68,10 @@ class CompactedView(Generic[T]):
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._partitions: list[int] = []
-        # End-offset queries for `sync`, made on the caller's thread with a consumer of their
+        # End-offset queries for `sync`, made on the caller's thread with a client of their
         # own: the view's thread may sit in a 200 ms poll, which a sync should not wait out.
         self._sync_lock = threading.Lock()
-        self._end_offsets: Consumer | None = None
+        self._end_offsets: AdminClient | None = None
         # When the end offsets of the latest completed sync were read (Unix ms).
         self.synced_at_ms = 0
         self._thread = threading.Thread(target=self._run, name=f"view:{topic}", daemon=True)
@@ -87,9 +89,7 @@ class CompactedView(Generic[T]):
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         with self._sync_lock:
-            if self._end_offsets is not None:
-                self._end_offsets.close()
-                self._end_offsets = None
+            self._end_offsets = None
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         if not self._ready.wait(timeout):
@@ -126,24 +126,23 @@ class CompactedView(Generic[T]):
             if self._stop.is_set():
                 return False
             if self._end_offsets is None:
-                self._end_offsets = Consumer(
-                    consumer_config(
-                        self._settings,
-                        f"view-sync-{uuid.uuid4().hex[:8]}",
-                        {"enable.auto.commit": False},
-                    )
+                self._end_offsets = admin_client(self._settings)
+            # One request for every partition (a router syncs before each batch it routes).
+            latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            asked = {
+                TopicPartition(self._topic, partition): latest for partition in self._partitions
+            }
+            try:
+                answers = self._end_offsets.list_offsets(
+                    asked,
+                    isolation_level=IsolationLevel.READ_COMMITTED,
+                    request_timeout=max(0.1, deadline - time.monotonic()),
                 )
-            for partition in self._partitions:
-                try:
-                    _low, high = self._end_offsets.get_watermark_offsets(
-                        TopicPartition(self._topic, partition),
-                        timeout=max(0.1, deadline - time.monotonic()),
-                        cached=False,
-                    )
-                except KafkaException as exc:
-                    log.warning("view of %s: reading end offsets: %s", self._topic, exc)
-                    return False
-                targets[partition] = high
+                for tp, answer in answers.items():
+                    targets[tp.partition] = answer.result().offset
+            except KafkaException as exc:
+                log.warning("view of %s: reading end offsets: %s", self._topic, exc)
+                return False
         with self._applied:
             while any(self._next_offsets.get(p, 0) < high for p, high in targets.items()):
                 remaining = deadline - time.monotonic()
