@@ -190,8 +190,8 @@ class Settings(BaseSettings):
         description="How long the router gathers events after the first before routing them "
         "in one transaction. Every commit costs the broker about the same whatever its size "
         "(markers on each partition it wrote), so light traffic in many tiny transactions "
-        "costs it most; this bounds them to about 1/router_batch_seconds per second, and adds "
-        "up to as much latency.",
+        "costs it most; this keeps them to about 1/router_batch_seconds per second (unless "
+        "batches fill up) and adds up to as much latency when traffic is light.",
     )
 
     # Log-sink: batch bounds, endpoint health and retention (durations in seconds).
