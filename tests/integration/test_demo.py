@@ -90,8 +90,12 @@ def test_demo_shows_retries_then_success(demo_settings: Settings, tmp_path: Path
     assert len(re.findall(r"^dlv_\w+\s+succeeded\s+2\s+204\s+invoice\.paid", out, re.M)) == 2
 
 
-def test_ctrl_c_stops_every_child(demo_settings: Settings, tmp_path: Path) -> None:
-    demo = _demo(demo_settings, tmp_path)
+def test_ctrl_c_stops_every_child(settings_factory: SettingsFactory, tmp_path: Path) -> None:
+    # Retries two minutes away: the demo cannot finish on its own before the Ctrl-C arrives.
+    settings = settings_factory(
+        retry_schedule=(120.0,), store_url=f"sqlite:///{tmp_path / 'demo.db'}"
+    )
+    demo = _demo(settings, tmp_path)
     try:
         demo.wait_line(lambda line: line.startswith("published"), 120, "the first event")
         children = _children(demo.process.pid)
