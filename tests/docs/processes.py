@@ -28,6 +28,9 @@ class ExampleProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # As from a terminal: a test run started in the background by a shell without job
+            # control inherits an ignored SIGINT, which would make Ctrl-C tests meaningless.
+            preexec_fn=_default_sigint,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -97,3 +100,7 @@ def run_setup(command: Sequence[str], cwd: Path, what: str, timeout: float = 600
     )
     if done.returncode != 0:
         pytest.fail(f"{what} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
