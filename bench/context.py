@@ -78,7 +78,8 @@ QUICK = Sizes(
     isolation_deliveries=5_000,
     slow_fraction=0.1,
     slow_seconds=2.0,
-    router_events={1: 10_000, 10: 2_000},
+    # Above two batches of `router_batch_size` (5,000): the rate runs from the first commit.
+    router_events={1: 12_000, 10: 12_000},
     router_webhooks=10_000,
     router_tenants=100,
     e2e_webhooks=1_000,

@@ -119,7 +119,9 @@ def build_figures(stages: dict[str, Any]) -> list[Figure]:
                     _ratio(value, rate),
                     f">= {target:,}/s" if target else "",
                     None if target is None or value is None else value >= target,
-                    f"router CPU busy {router['cpu_utilisation']:.0%} of one core",
+                    ""
+                    if router["cpu_utilisation"] is None
+                    else f"router CPU busy {router['cpu_utilisation']:.0%} of one core",
                 )
             )
     steps = stages.get("e2e_steps")
