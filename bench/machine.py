@@ -119,16 +119,20 @@ def sample_process(pid: int) -> ProcessSample | None:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    # The command name may hold spaces; the fields after it are space-separated.
-    fields = stat.rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
     peak = current = 0
     for line in status.splitlines():
         if line.startswith("VmHWM:"):
             peak = int(line.split()[1]) * 1024
         elif line.startswith("VmRSS:"):
             current = int(line.split()[1]) * 1024
-    return ProcessSample((utime + stime) / _CLOCK_TICKS, peak, current)
+    return ProcessSample(_cpu_ticks(stat) / _CLOCK_TICKS, peak, current)
+
+
+def _cpu_ticks(stat: str) -> int:
+    """utime + stime of a /proc/.../stat line."""
+    # The command name may hold spaces; the fields after it are space-separated.
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 # HotSpot names its JIT compiler threads "C1 CompilerThreadN" / "C2 CompilerThreadN"; Linux
@@ -154,6 +158,5 @@ def jit_cpu_seconds(pid: int) -> float:
             continue  # the thread ended between listing and reading
         name = stat[stat.find("(") + 1 : stat.rfind(")")]
         if name.startswith(_JIT_THREAD_PREFIXES):
-            fields = stat.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            total += _cpu_ticks(stat)
     return total / _CLOCK_TICKS

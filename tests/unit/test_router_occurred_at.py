@@ -9,7 +9,6 @@ import pytest
 
 from hookstream.core.catalog import default_catalog
 from hookstream.core.codec import default_codec, utc_iso
-from hookstream.router import envelope
 from hookstream.router.envelope import RejectedEvent, parse_event
 
 CODEC = default_codec()
@@ -49,7 +48,6 @@ def test_more_distinct_timestamps_than_the_cache_holds_stay_exact() -> None:
     for moment in moments + moments[:10]:
         text = moment.isoformat()
         assert occurred_at_of(text) == utc_iso(moment)
-    assert len(envelope._occurred_at_seen) <= envelope._OCCURRED_AT_CACHE_LIMIT
 
 
 def test_a_bad_timestamp_is_rejected_every_time() -> None:

@@ -29,18 +29,28 @@ def tune_collector() -> None:
     In the sender every outstanding record keeps dozens of container objects (its task and
     coroutines, the decoded delivery, aiohttp's request and response, futures) alive for the
     length of its request, and a fetched batch creates hundreds at once. At the default
-    threshold the young collections promote nearly all of them to the oldest generation, whose full
-    collections then also walk everything loaded at start-up (modules, the webhook view).
-    Freezing the start-up heap takes it out of every later collection; a higher young
-    threshold lets most per-record objects die of reference counting before any collection.
-    In `make bench`'s sender stage the collector went from about a sixth of the loop
-    thread's time to well under 1 %, and peak memory did not change; the router and the
-    log-sink make as many short-lived objects per event and attempt record.
+    threshold the young collections promote nearly all of them to the oldest generation,
+    whose full collections then also walk everything loaded at start-up (modules, the
+    webhook view). Freezing the start-up heap takes it out of every later collection; a
+    higher young threshold lets most per-record objects die of reference counting before
+    any collection. In `make bench`'s sender stage the collector went from about a sixth of
+    the loop thread's time to well under 1 %, and peak memory did not change; the router and
+    the log-sink make as many short-lived objects per event and attempt record.
     """
     gc.collect()
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, oldest)
+
+
+def tune_collector_once_ready(ready: threading.Event) -> None:
+    """Tune the collector once the service has loaded what it keeps (its views) and works."""
+
+    def when_ready() -> None:
+        ready.wait()
+        tune_collector()
+
+    threading.Thread(target=when_ready, name="gc-tuning", daemon=True).start()
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -68,18 +78,10 @@ def run_until_signalled(name: str, settings: Settings, target: ServiceLoop) -> i
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     ops = start_ops(settings, ready)
-    # Once the service has loaded what it keeps (its views) and works: see tune_collector.
-    threading.Thread(
-        target=_tune_collector_when_ready, args=(ready,), name="gc-tuning", daemon=True
-    ).start()
+    tune_collector_once_ready(ready)
     try:
         target(stop, ready)
     finally:
         ops.stop()
     log.info("%s: stopped", name)
     return 0
-
-
-def _tune_collector_when_ready(ready: threading.Event) -> None:
-    ready.wait()
-    tune_collector()

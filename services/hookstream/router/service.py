@@ -13,7 +13,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,8 +117,6 @@ class Router:
             )
         )
         consumer.subscribe([self.topics.events])
-        # Brings the principals up to date while the main thread does the same for webhooks.
-        helpers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-catch-up")
         if ready is not None:
             ready.set()
         try:
@@ -131,20 +128,15 @@ class Router:
                     gather=self.settings.router_batch_seconds,
                 )
                 if batch:
-                    self._route_batch(batch, producer, consumer, helpers)
+                    self._route_batch(batch, producer, consumer)
         finally:
-            helpers.shutdown(wait=True)
             consumer.close()
             producer.flush(10)
 
     def _route_batch(
-        self,
-        batch: Sequence[Message],
-        producer: Producer,
-        consumer: Consumer,
-        helpers: ThreadPoolExecutor,
+        self, batch: Sequence[Message], producer: Producer, consumer: Consumer
     ) -> None:
-        self._catch_up(helpers)
+        self._catch_up()
         producer.begin_transaction()
         try:
             # One snapshot of both views per batch: an event never sees a principal update
@@ -169,21 +161,15 @@ class Router:
             producer.abort_transaction(30)
             _rewind(consumer, batch)
 
-    def _catch_up(self, helpers: ThreadPoolExecutor) -> None:
+    def _catch_up(self) -> None:
         """Bring both views up to the current ends of their topics before routing a batch.
 
         A webhook created a moment before an event was published must get that event, even
         though the view's own thread may not have read the webhook yet. One end-offset query
-        per view and batch, both in flight at once; comparing timestamps instead would trust
-        the publishers' clocks.
+        per view and batch; comparing timestamps instead would trust the publishers' clocks.
         """
-        principals_synced = helpers.submit(self.principals.sync)
-        webhooks_synced = self.webhooks.sync()
-        for view, synced in (
-            (self.webhooks, webhooks_synced),
-            (self.principals, principals_synced.result()),
-        ):
-            if not synced:
+        for view in (self.webhooks, self.principals):
+            if not view.sync():
                 log.warning("router: could not bring the view of %s up to date", view.topic)
 
     def _route(self, message: Message, producer: Producer, tally: _Tally) -> None:
@@ -195,8 +181,7 @@ class Router:
         try:
             event = parse_event(
                 message.value(),
-                # Most events carry no headers; skip building an empty list for each of them.
-                header_pairs(message) if message.headers() else None,
+                header_pairs(message),
                 self.codec,
                 self.catalog,
                 self.settings.max_payload_bytes,
@@ -216,16 +201,10 @@ class Router:
         bodies = self.shaper.bodies(event, event_type)
         trigger = "test" if event.type == "webhook.test" else "scheduled"
         created_at_ms = event.published_at_ms or int(time.time() * 1000)
-        encode = self.codec.encode
-        topic = self.topics.deliveries
-        routed = 0
         for webhook in matched:
-            if webhook.owner_id is None:  # the tenant's own webhook, the common case
-                permissions = None
-            else:
-                allowed, permissions = self._owner_permissions(webhook)
-                if not allowed:
-                    continue
+            allowed, permissions = self._owner_permissions(webhook)
+            if not allowed:
+                continue
             body = bodies.body_for(permissions)
             if body is None:
                 continue
@@ -242,14 +221,13 @@ class Router:
                 "created_at_ms": created_at_ms,
                 "first_attempt_at_ms": None,
             }
-            key = webhook.id.encode()
-            value = encode("Delivery", delivery)
-            try:
-                producer.produce(topic, key=key, value=value)
-            except BufferError:  # rare: only then pay for the retrying helper
-                _produce(producer, topic, key, value)
-            routed += 1
-        tally.routed += routed
+            _produce(
+                producer,
+                self.topics.deliveries,
+                webhook.id.encode(),
+                self.codec.encode("Delivery", delivery),
+            )
+            tally.routed += 1
 
     def _owner_permissions(self, webhook: Webhook) -> tuple[bool, frozenset[str] | None]:
         """Whether the webhook may receive at all, and its owner's permissions.

@@ -24,7 +24,7 @@ from hookstream.core import eventloop, metrics, signing
 from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.deadletter import dead_letter
 from hookstream.core.kafka import header_pairs
-from hookstream.core.runner import configure_logging, start_ops, tune_collector
+from hookstream.core.runner import configure_logging, start_ops, tune_collector_once_ready
 from hookstream.core.secrets import SecretError, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
@@ -128,13 +128,10 @@ class Sender:
 
     def _dispatch(self, fetcher: Fetcher | None, batch: list[Fetched]) -> None:
         assert fetcher is not None
-        # One running-loop lookup per batch rather than one per record.
-        create_task = asyncio.get_running_loop().create_task
-        handle, tasks = self._handle, self._tasks
         for item in batch:
-            task = create_task(handle(fetcher, item))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            task = asyncio.create_task(self._handle(fetcher, item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, fetcher: Fetcher, item: Fetched) -> None:
         try:
@@ -388,14 +385,9 @@ def run_sender(settings: Settings) -> int:
         ready = asyncio.Event()
         probe_ready = threading.Event()
         ops = start_ops(settings, probe_ready)
+        tune_collector_once_ready(probe_ready)
         waiter = asyncio.create_task(ready.wait())
-
-        def on_ready(waited: asyncio.Task[Any]) -> None:
-            if not waited.cancelled():
-                tune_collector()
-            probe_ready.set()
-
-        waiter.add_done_callback(on_ready)
+        waiter.add_done_callback(lambda _: probe_ready.set())
         try:
             await Sender(settings).run(stop, ready)
         finally:
