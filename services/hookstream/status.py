@@ -448,7 +448,7 @@ def _due_header(headers: Any) -> int | None:
 def _recently_disabled(
     settings: Settings, topics: Topics, now_ms: int, timeout: float
 ) -> tuple[tuple[DisabledWebhook, ...], str | None]:
-    view = webhook_view(settings, default_codec(), topics.webhooks)
+    view = webhook_view(settings, default_codec(), topics.webhooks, None)
     view.start()
     try:
         view.wait_ready(timeout)

@@ -162,6 +162,12 @@ RECORDS: list[tuple[str, dict[str, Any]]] = [
             "delivery_id": None,
             "event_id": None,
             "failed_at_ms": 1_714_000_000_000,
+            "error_type": "DecodeError",
+            "service": "router",
+            "headers": [
+                {"key": "content-type", "value": b"application/json"},
+                {"key": "trace", "value": None},
+            ],
         },
     ),
     (
@@ -178,6 +184,9 @@ RECORDS: list[tuple[str, dict[str, Any]]] = [
             "delivery_id": "dlv_1",
             "event_id": "evt_1",
             "failed_at_ms": 1_714_000_000_000,
+            "error_type": None,
+            "service": "sender",
+            "headers": [],
         },
     ),
     ("Attempt", ATTEMPT),
@@ -265,6 +274,30 @@ def test_old_attempt_decodes_with_current_reader(codec: Codec) -> None:
         "body": None,
     }
     assert codec.identify(old_bytes) == "Attempt"
+
+
+def test_old_dead_letter_decodes_with_current_reader(codec: Codec) -> None:
+    old_schema = _load("history/dead_letter.v1.avsc")
+    old_record = {
+        "reason": "undecodable",
+        "detail": "not Avro",
+        "source_topic": "hookstream.events",
+        "source_partition": 1,
+        "source_offset": 9,
+        "key": None,
+        "value": b"garbage",
+        "webhook_id": None,
+        "delivery_id": None,
+        "event_id": None,
+        "failed_at_ms": 1_714_000_000_000,
+    }
+    body = BytesIO()
+    schemaless_writer(body, parse_schema(old_schema), old_record)
+    old_bytes = MAGIC + schema_fingerprint(old_schema) + body.getvalue()
+
+    decoded = codec.decode("DeadLetter", old_bytes)
+
+    assert decoded == {**old_record, "error_type": None, "service": None, "headers": []}
 
 
 def _bad_values(codec: Codec) -> dict[str, bytes]:

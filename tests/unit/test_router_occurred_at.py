@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from hookstream.core.catalog import default_catalog
-from hookstream.core.codec import default_codec, utc_iso
+from hookstream.core.codec import default_codec
+from hookstream.core.instants import utc_iso
 from hookstream.router.envelope import RejectedEvent, parse_event
 
 CODEC = default_codec()

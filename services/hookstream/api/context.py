@@ -19,6 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from hookstream.api.errors import unavailable
 from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
+from hookstream.core.deadletter import DeadLetterSink
 from hookstream.core.secrets import Keyring, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.store import Store
@@ -133,6 +134,8 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
         extra={"message.timeout.ms": timeout_ms, "linger.ms": 1},
         name="api-producer",
     ).start()
+    # Records of the views that cannot be applied; the api refuses nothing else from Kafka.
+    dead_letters = DeadLetterSink(settings, codec, topics.dlq, "api")
     # Started without waiting: /readyz reports them until they have read their topics.
     api = Api(
         settings=settings,
@@ -140,8 +143,8 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
         catalog=default_catalog(),
         topics=topics,
         writer=writer,
-        webhooks=webhook_view(settings, codec, topics.webhooks).start(),
-        principals=principal_view(settings, codec, topics.principals).start(),
+        webhooks=webhook_view(settings, codec, topics.webhooks, dead_letters).start(),
+        principals=principal_view(settings, codec, topics.principals, dead_letters).start(),
         store=store,
         keyring=keyring,
     )
@@ -156,4 +159,5 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
             loop.run_in_executor(None, api.principals.stop),
             loop.run_in_executor(None, api.writer.close),
         )
+        await loop.run_in_executor(None, dead_letters.flush, 10.0)
         store.close()

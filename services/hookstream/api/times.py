@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import overload
 
 from hookstream.api.errors import invalid
-from hookstream.core.codec import utc_iso
+from hookstream.core.instants import InvalidInstantError, normalise_iso, utc_iso
 
 # Python's datetime covers years 1..9999; anything beyond is certainly a client mistake.
 _MAX_MS = 253_402_300_799_999
@@ -62,6 +62,8 @@ def _parse_iso(field: str, value: str) -> int:
 
 
 def normalize_iso(field: str, value: str) -> str:
-    """`value` as the canonical ISO 8601 UTC text the envelope carries."""
-    ms = _parse_iso(field, value)
-    return utc_iso(datetime.fromtimestamp(ms / 1000, tz=UTC))
+    """`value` as the canonical ISO 8601 UTC text the envelope carries (the router's rule)."""
+    try:
+        return normalise_iso(value)
+    except InvalidInstantError as exc:
+        raise invalid(field, str(exc)) from None

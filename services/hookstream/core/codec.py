@@ -22,6 +22,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
+from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso
 from hookstream.core.resources import schemas_dir
 
 MAGIC = b"\xc3\x01"
@@ -224,19 +225,6 @@ def decode_json_event(data: bytes) -> dict[str, Any]:
     return event
 
 
-def utc_iso(moment: datetime) -> str:
-    """ISO 8601 in UTC with a `Z` suffix, keeping only the sub-second precision present."""
-    moment = moment.astimezone(UTC)
-    micros = moment.microsecond
-    if micros == 0:
-        timespec = "seconds"
-    elif micros % 1000 == 0:
-        timespec = "milliseconds"
-    else:
-        timespec = "microseconds"
-    return moment.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
-
-
 def _text_field(event: Mapping[str, Any], field: str) -> str:
     if field not in event:
         raise DecodeError(f"event is missing field {field!r}")
@@ -249,16 +237,12 @@ def _text_field(event: Mapping[str, Any], field: str) -> str:
 def _occurred_at(value: Any) -> str:
     if value is None:
         return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if not isinstance(value, str):
-        raise DecodeError("event field 'occurred_at' must be an ISO 8601 string")
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise DecodeError(f"event field 'occurred_at' is not ISO 8601: {value!r}") from None
-    # A timestamp without an offset is taken as UTC, the only zone the platform speaks.
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return utc_iso(moment)
+        if not isinstance(value, str):
+            parse_iso(value)  # raises, naming what the value is instead
+        return normalise_iso(value)
+    except InvalidInstantError as exc:
+        raise DecodeError(f"event field 'occurred_at' {exc}") from None
 
 
 def _data_text(event: Mapping[str, Any]) -> str:

@@ -1,11 +1,100 @@
-"""Dead-letter records: the original bytes of what could not be processed, and why."""
+"""Dead letters, and the one boundary every consumer loop puts around each record.
+
+A record whose handling raises anything but an error of the process itself is refused: it
+becomes a `DeadLetter` (reason, exception type and message, the original bytes, headers,
+topic, partition and offset), the service logs one line and goes on with the next record.
+Only `PROCESS_ERRORS` stop a service: no single record can cause them, and skipping records
+while they last would dead-letter good input.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+import traceback
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message, Producer
+
+from hookstream.core import metrics
+from hookstream.core.codec import Codec, DecodeError
+from hookstream.core.kafka import producer_config
+from hookstream.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The reason of a record whose handling raised something the code did not expect: a bug, or
+# an input shape nobody thought of. Either way the record is kept and the service goes on.
+INTERNAL_ERROR = "internal_error"
+UNDECODABLE = "undecodable"
+
+# A detail longer than this is cut: it is for a person reading the dead letter.
+MAX_DETAIL = 2000
+
+
+class ProcessError(Exception):
+    """An error of the process, not of one record (e.g. the store is unreachable): stop."""
+
+
+class RejectedRecord(Exception):
+    """A record a service refuses; `reason` is stable and machine-readable, `detail` human."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# Errors that mean the process cannot work, whichever record it handles: never dead-letter.
+PROCESS_ERRORS: tuple[type[BaseException], ...] = (ProcessError, KafkaException, MemoryError)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why one record was refused, from the exception its handling raised."""
+
+    reason: str
+    detail: str
+    error_type: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Refusal:
+        if isinstance(exc, RejectedRecord):
+            return cls(exc.reason, exc.detail, type(exc).__name__)
+        if isinstance(exc, DecodeError):
+            return cls(UNDECODABLE, str(exc), type(exc).__name__)
+        # Where it was raised: with the type and message, usually enough to find the bug.
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {frames[-1].name}, {frames[-1].filename}:{frames[-1].lineno})"
+        return cls(
+            INTERNAL_ERROR,
+            f"{type(exc).__name__}: {exc}{where if frames else ''}",
+            type(exc).__name__,
+        )
+
+
+def refuse(service: str, message: Message, exc: BaseException) -> tuple[Refusal, dict[str, Any]]:
+    """The boundary's verdict on `message`: why it was refused and its `DeadLetter` record.
+
+    Logs the one line the refusal gets; the caller produces the record and counts it.
+    """
+    refusal = Refusal.of(exc)
+    log.warning(
+        "%s: dead-lettered %s[%s]@%s: %s: %s",
+        service,
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        refusal.reason,
+        _clip(refusal.detail, 300),
+        extra={"dead_letter_reason": refusal.reason, "error_type": refusal.error_type},
+    )
+    record = dead_letter(
+        message, refusal.reason, refusal.detail, service=service, error_type=refusal.error_type
+    )
+    return refusal, record
 
 
 def dead_letter(
@@ -13,23 +102,97 @@ def dead_letter(
     reason: str,
     detail: str,
     *,
+    service: str | None = None,
+    error_type: str | None = None,
     webhook_id: str | None = None,
     delivery_id: str | None = None,
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    """A `DeadLetter` record for `message`, keeping its key and value byte for byte."""
+    """A `DeadLetter` record for `message`, keeping its key, value and headers byte for byte."""
     key = message.key()
     value = message.value()
     return {
         "reason": reason,
-        "detail": detail,
+        "detail": _clip(detail, MAX_DETAIL),
         "source_topic": message.topic() or "",
         "source_partition": message.partition() or 0,
         "source_offset": message.offset() or 0,
         "key": key if isinstance(key, bytes) else None,
         "value": value if isinstance(value, bytes) else b"",
-        "webhook_id": webhook_id,
-        "delivery_id": delivery_id,
-        "event_id": event_id,
+        "webhook_id": _text(webhook_id),
+        "delivery_id": _text(delivery_id),
+        "event_id": _text(event_id),
         "failed_at_ms": int(time.time() * 1000),
+        "error_type": error_type,
+        "service": service,
+        "headers": _headers(message),
     }
+
+
+def _headers(message: Message) -> list[dict[str, Any]]:
+    try:
+        headers = message.headers() or []
+    except (UnicodeDecodeError, ValueError):
+        return []  # header names the client cannot even decode; the value is still kept
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return [
+        {"key": _text(name) or "", "value": value.encode() if isinstance(value, str) else value}
+        for name, value in pairs
+    ]
+
+
+def _text(value: str | None) -> str | None:
+    # Lone surrogates (from text that was never valid UTF-8) cannot be encoded as Avro strings.
+    if value is None:
+        return None
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _clip(text: str, limit: int) -> str:
+    text = _text(text) or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class DeadLetterSink:
+    """Dead letters of records refused outside any transaction (views, the log-sink).
+
+    An idempotent producer of its own, made on the first refusal: most processes never need
+    one. `produce` is thread-safe, so every view of a service shares one sink.
+    """
+
+    def __init__(self, settings: Settings, codec: Codec, topic: str, service: str) -> None:
+        self.service = service
+        self._settings = settings
+        self._codec = codec
+        self._topic = topic
+        self._lock = threading.Lock()
+        self._producer: Producer | None = None
+
+    def refuse(self, message: Message, exc: BaseException) -> Refusal:
+        """Log, count and dead-letter `message`, refused with `exc`."""
+        refusal, record = refuse(self.service, message, exc)
+        self.send(record, key=None)
+        metrics.DEAD_LETTERS.labels(refusal.reason).inc()
+        return refusal
+
+    def send(self, record: dict[str, Any], key: bytes | None) -> None:
+        value = self._codec.encode("DeadLetter", record)
+        producer = self._get()
+        while True:
+            try:
+                producer.produce(self._topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every dead letter sent is durable; raise if Kafka did not take them."""
+        if self._producer is not None and self._producer.flush(timeout) != 0:
+            raise ProcessError(f"{self.service}: dead letters were not acknowledged by Kafka")
+
+    def _get(self) -> Producer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(producer_config(self._settings))
+            return self._producer

@@ -81,7 +81,20 @@ def run_until_signalled(name: str, settings: Settings, target: ServiceLoop) -> i
     tune_collector_once_ready(ready)
     try:
         target(stop, ready)
+    except Exception as exc:
+        return stopped_by(name, exc)
     finally:
+        ready.clear()
         ops.stop()
     log.info("%s: stopped", name)
     return 0
+
+
+# The exit status of a service stopped by an error of its own (EX_SOFTWARE).
+FAILED_EXIT = 70
+
+
+def stopped_by(name: str, exc: BaseException) -> int:
+    """Report the error that stops a service, in one clear line plus its traceback."""
+    log.critical("%s: stopping: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
+    return FAILED_EXIT

@@ -8,6 +8,7 @@ routes or sends against a half-loaded view.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,7 +27,14 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from hookstream.core.codec import Codec, DecodeError
+from hookstream.core.codec import Codec
+from hookstream.core.deadletter import (
+    PROCESS_ERRORS,
+    DeadLetterSink,
+    ProcessError,
+    RejectedRecord,
+    refuse,
+)
 from hookstream.core.kafka import admin_client, consumer_config
 from hookstream.core.settings import Settings
 from hookstream.core.webhooks import Principal, Webhook
@@ -36,7 +44,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ChangeHandler = Callable[[str, T | None], None]
-PoisonHandler = Callable[[Message, str, str], None]
 
 
 class ViewNotReadyError(Exception):
@@ -52,13 +59,15 @@ class CompactedView(Generic[T]):
         topic: str,
         decode: Callable[[bytes], T],
         on_change: ChangeHandler[T] | None = None,
-        on_poison: PoisonHandler | None = None,
+        dead_letters: DeadLetterSink | None = None,
+        key_of: Callable[[T], str] | None = None,
     ) -> None:
         self._settings = settings
         self._topic = topic
         self._decode = decode
         self._on_change = on_change
-        self._on_poison = on_poison
+        self._dead_letters = dead_letters
+        self._key_of = key_of
         self._items: dict[str, T] = {}
         # Held while applying a change; callers that need a consistent snapshot hold it too.
         self.lock = threading.RLock()
@@ -152,6 +161,13 @@ class CompactedView(Generic[T]):
             self.synced_at_ms = max(self.synced_at_ms, read_at_ms)
         return True
 
+    def check(self) -> None:
+        """Raise what stopped the view's thread, if anything did: it no longer follows."""
+        if self._error is not None:
+            raise ProcessError(f"the view of {self._topic} stopped: {self._error}") from (
+                self._error
+            )
+
     def get(self, key: str) -> T | None:
         return self._items.get(key)
 
@@ -203,63 +219,89 @@ class CompactedView(Generic[T]):
             consumer.close()
 
     def _apply(self, message: Message) -> None:
-        raw_key = message.key()
-        value = message.value()
-        key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else None
+        """Apply one record: the per-record boundary of every view.
+
+        A record that cannot be applied (no key, undecodable, a key that is not the id it
+        carries, a change handler that raised) is skipped with a dead letter and the view
+        keeps what it had for that key; it never stops the view or a service's start-up.
+        """
         with self._applied:
-            if key is None:
-                self._poison(message, "missing_key", "compacted topic records need a key")
-            elif value is None:
-                self._items.pop(key, None)
-                self._notify(key, None)
-            else:
-                try:
-                    item = self._decode(value)
-                except (DecodeError, KeyError, TypeError, ValueError) as exc:
-                    self._poison(message, "undecodable", str(exc))
+            try:
+                self._apply_change(message)
+            except PROCESS_ERRORS:
+                raise
+            except Exception as exc:
+                if self._dead_letters is not None:
+                    self._dead_letters.refuse(message, exc)
                 else:
-                    self._items[key] = item
-                    self._notify(key, item)
+                    refuse(self._topic, message, exc)  # logged only
             self._next_offsets[message.partition() or 0] = (message.offset() or 0) + 1
             self._applied.notify_all()
 
-    def _notify(self, key: str, item: T | None) -> None:
-        if self._on_change is not None:
-            self._on_change(key, item)
+    def _apply_change(self, message: Message) -> None:
+        raw_key = message.key()
+        if not isinstance(raw_key, bytes):
+            raise RejectedRecord("missing_key", "compacted topic records need a key")
+        key = raw_key.decode("utf-8", "replace")
+        value = message.value()
+        previous = self._items.get(key)
+        if value is None:
+            self._items.pop(key, None)
+            self._notify(key, None, previous)
+            return
+        item = self._decode(value)
+        if self._key_of is not None and self._key_of(item) != key:
+            raise RejectedRecord(
+                "key_mismatch", f"record key {key!r} is not the id {self._key_of(item)!r} it holds"
+            )
+        self._items[key] = item
+        self._notify(key, item, previous)
 
-    def _poison(self, message: Message, reason: str, detail: str) -> None:
-        log.warning(
-            "view of %s: skipped record at %s/%s: %s: %s",
-            self._topic,
-            message.partition(),
-            message.offset(),
-            reason,
-            detail,
-        )
-        if self._on_poison is not None:
-            self._on_poison(message, reason, detail)
+    def _notify(self, key: str, item: T | None, previous: T | None) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(key, item)
+        except BaseException:
+            # Keep the view and whatever the handler maintains (the router's index) on the
+            # last change that applied cleanly.
+            if previous is None:
+                self._items.pop(key, None)
+            else:
+                self._items[key] = previous
+            with contextlib.suppress(Exception):
+                self._on_change(key, previous)
+            raise
 
 
 def webhook_view(
     settings: Settings,
     codec: Codec,
     topic: str,
+    dead_letters: DeadLetterSink | None,
     on_change: ChangeHandler[Webhook] | None = None,
-    on_poison: PoisonHandler | None = None,
 ) -> CompactedView[Webhook]:
     def decode(value: bytes) -> Webhook:
         return Webhook.from_record(codec.decode("Webhook", value))
 
-    return CompactedView(settings, topic, decode, on_change, on_poison)
+    return CompactedView(settings, topic, decode, on_change, dead_letters, _webhook_id)
 
 
 def principal_view(
     settings: Settings,
     codec: Codec,
     topic: str,
-    on_poison: PoisonHandler | None = None,
+    dead_letters: DeadLetterSink | None,
 ) -> CompactedView[Principal]:
     def decode(value: bytes) -> Principal:
         return Principal.from_record(codec.decode("Principal", value))
 
-    return CompactedView(settings, topic, decode, on_poison=on_poison)
+    return CompactedView(settings, topic, decode, None, dead_letters, _principal_id)
+
+
+def _webhook_id(webhook: Webhook) -> str:
+    return webhook.id
+
+
+def _principal_id(principal: Principal) -> str:
+    return principal.id

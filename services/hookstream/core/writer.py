@@ -19,11 +19,12 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from hookstream.core.deadletter import ProcessError
 from hookstream.core.kafka import producer_config
 from hookstream.core.settings import Settings
 
 
-class WriteFailedError(Exception):
+class WriteFailedError(ProcessError):
     """Kafka did not acknowledge a record in time, or refused it."""
 
 

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from hookstream.core import metrics
-from hookstream.core.codec import Codec, DecodeError, default_codec
-from hookstream.core.deadletter import dead_letter
+from hookstream.core.codec import Codec, default_codec
+from hookstream.core.deadletter import PROCESS_ERRORS, DeadLetterSink, ProcessError
 from hookstream.core.kafka import (
     consumer_config,
     next_offsets,
@@ -33,6 +34,7 @@ from hookstream.core.store import Store
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
 from hookstream.core.webhooks import Webhook
+from hookstream.logsink.intake import decode_attempt
 from hookstream.logsink.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,9 @@ class LogSink:
         self.settings = settings
         self.codec = codec or default_codec()
         self.topics = Topics.from_settings(settings)
+        self.dead_letters = DeadLetterSink(settings, self.codec, self.topics.dlq, "log-sink")
         self.webhooks: CompactedView[Webhook] = webhook_view(
-            settings, self.codec, self.topics.webhooks
+            settings, self.codec, self.topics.webhooks, self.dead_letters
         )
         self.producer = Producer(producer_config(settings))
         self._owns_upkeep = False
@@ -68,6 +71,7 @@ class LogSink:
             if ready is not None:
                 ready.set()
             while not stop.is_set():
+                self.webhooks.check()
                 batch = self._collect(consumer, stop)
                 if batch:
                     self._write(store, consumer, batch)
@@ -77,6 +81,7 @@ class LogSink:
             consumer.close()
             self.producer.flush(10)
             self.webhooks.stop()
+            self.dead_letters.flush(10)
             store.close()
 
     def _collect(self, consumer: Consumer, stop: threading.Event) -> list[Message]:
@@ -92,31 +97,52 @@ class LogSink:
         return batch
 
     def _write(self, store: Store, consumer: Consumer, batch: Sequence[Message]) -> None:
-        attempts: list[dict[str, Any]] = []
+        attempts: list[tuple[Message, dict[str, Any]]] = []
         for message in batch:
             error = message.error()
             if error is not None:
                 log.warning("log-sink: consume error: %s", error)
                 continue
+            # The per-record boundary of the log-sink, part one: a record that does not decode
+            # or validate is dead-lettered; the rest of the batch is stored.
             try:
-                attempts.append(_storable(self.codec.decode("Attempt", message.value() or b"")))
-            except DecodeError as exc:
-                log.warning("log-sink: dead-lettered an undecodable attempt record: %s", exc)
-                record = dead_letter(message, "undecodable", str(exc))
-                self.producer.produce(
-                    self.topics.dlq,
-                    key=message.key(),
-                    value=self.codec.encode("DeadLetter", record),
-                )
+                attempts.append((message, decode_attempt(self.codec, message.value())))
+            except PROCESS_ERRORS:
+                raise
+            except Exception as exc:
+                self.dead_letters.refuse(message, exc)
         if attempts:
-            started = time.perf_counter()
-            store.record_attempts(attempts)
-            metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
-            metrics.STORE_BATCH_SIZE.observe(len(attempts))
+            self._store(store, attempts)
         # Dead letters must be durable before their offsets move past them.
-        if self.producer.flush(30) != 0:
-            raise RuntimeError("log-sink: dead letters were not acknowledged by Kafka")
+        self.dead_letters.flush(30)
         self._commit(consumer, batch)
+
+    def _store(self, store: Store, attempts: list[tuple[Message, dict[str, Any]]]) -> None:
+        """Store the batch in one transaction; if the store refuses it, find who it refuses.
+
+        Part two of the boundary: a record the database refuses (a value out of a column's
+        range, say) must not wedge the batch on every restart. Stored one by one, each record
+        the store still refuses is dead-lettered. A store that cannot be reached at all is an
+        error of the process, not of a record: the log-sink stops.
+        """
+        started = time.perf_counter()
+        try:
+            store.record_attempts([attempt for _, attempt in attempts])
+        except Exception as exc:
+            _raise_if_unreachable(exc)
+            log.warning(
+                "log-sink: the store refused a batch of %d, storing it one by one: %s",
+                len(attempts),
+                exc,
+            )
+            for message, attempt in attempts:
+                try:
+                    store.record_attempts([attempt])
+                except Exception as one:
+                    _raise_if_unreachable(one)
+                    self.dead_letters.refuse(message, one)
+        metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.STORE_BATCH_SIZE.observe(len(attempts))
 
     def _commit(self, consumer: Consumer, batch: Sequence[Message]) -> None:
         """Commit past `batch` for the partitions this member still owns.
@@ -147,17 +173,13 @@ class LogSink:
             self._owns_upkeep = False
 
 
-def _storable(attempt: dict[str, Any]) -> dict[str, Any]:
-    """The attempt with every NUL character in its text shown as U+FFFD.
-
-    A response body or error text may carry NUL (an endpoint answering with binary data);
-    PostgreSQL text cannot hold it and would reject the whole batch on every restart. Both
-    backends store the same replacement, as the sender already does for invalid UTF-8.
-    """
-    for name, value in attempt.items():
-        if isinstance(value, str) and "\x00" in value:
-            attempt[name] = value.replace("\x00", "\ufffd")
-    return attempt
+# Errors that say the database itself is unusable (connection lost, disk full, locked), as
+# opposed to refusing the values of one record (DataError, IntegrityError).
+def _raise_if_unreachable(exc: Exception) -> None:
+    if isinstance(exc, DBAPIError) and not isinstance(exc, DataError | IntegrityError):
+        raise ProcessError(f"log-sink: the store cannot be written: {exc}") from exc
+    if isinstance(exc, PROCESS_ERRORS):
+        raise exc
 
 
 def run_log_sink(settings: Settings) -> int:

@@ -10,7 +10,8 @@ import orjson
 from confluent_kafka import Producer
 
 from hookstream.core import metrics
-from hookstream.core.codec import Codec, utc_iso
+from hookstream.core.codec import Codec
+from hookstream.core.instants import utc_iso
 from hookstream.core.settings import Settings
 from hookstream.core.store import Store
 from hookstream.core.topics import Topics

@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from hookstream.core import metrics
 from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
-from hookstream.core.deadletter import dead_letter
+from hookstream.core.deadletter import PROCESS_ERRORS, DeadLetterSink, refuse
 from hookstream.core.kafka import (
     consume_batch,
     consumer_config,
@@ -35,7 +35,7 @@ from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, principal_view, webhook_view
 from hookstream.core.webhooks import Principal, Webhook
-from hookstream.router.envelope import BodyShaper, RejectedEvent, delivery_id, parse_event
+from hookstream.router.envelope import BodyShaper, delivery_id, parse_event
 from hookstream.router.matching import SubscriptionIndex
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,13 @@ class Router:
         self.index = SubscriptionIndex()
         self.shaper = BodyShaper(self.catalog, settings.api_version)
         # View poison cannot go through the transactional producer (it arrives outside any
-        # transaction), so it has its own idempotent producer.
-        self._poison_producer = Producer(producer_config(settings))
+        # transaction), so it has a sink of its own.
+        self.dead_letters = DeadLetterSink(settings, self.codec, self.topics.dlq, "router")
         self.webhooks: CompactedView[Webhook] = webhook_view(
-            settings, self.codec, self.topics.webhooks, self._webhook_changed, self._view_poison
+            settings, self.codec, self.topics.webhooks, self.dead_letters, self._webhook_changed
         )
         self.principals: CompactedView[Principal] = principal_view(
-            settings, self.codec, self.topics.principals, self._view_poison
+            settings, self.codec, self.topics.principals, self.dead_letters
         )
 
     def _webhook_changed(self, webhook_id: str, webhook: Webhook | None) -> None:
@@ -68,12 +68,6 @@ class Router:
             self.index.remove(webhook_id)
         else:
             self.index.upsert(webhook)
-
-    def _view_poison(self, message: Message, reason: str, detail: str) -> None:
-        record = dead_letter(message, reason, detail)
-        value = self.codec.encode("DeadLetter", record)
-        self._poison_producer.produce(self.topics.dlq, value=value)
-        self._poison_producer.poll(0)
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         self.webhooks.start()
@@ -86,7 +80,7 @@ class Router:
         finally:
             self.webhooks.stop()
             self.principals.stop()
-            self._poison_producer.flush(10)
+            self.dead_letters.flush(10)
 
     def _route_until(self, stop: threading.Event, ready: threading.Event | None) -> None:
         while not stop.is_set():
@@ -99,6 +93,8 @@ class Router:
                 # A new producer aborts whatever was left open and a new consumer resumes from
                 # the committed offsets, so nothing is lost or doubled.
                 log.warning("router: starting over with new Kafka clients after: %s", exc)
+                if ready is not None:
+                    ready.clear()  # /readyz is red until a new session routes again
                 stop.wait(1.0)
 
     def _route_session(self, stop: threading.Event, ready: threading.Event | None) -> None:
@@ -169,38 +165,54 @@ class Router:
         per view and batch; comparing timestamps instead would trust the publishers' clocks.
         """
         for view in (self.webhooks, self.principals):
+            view.check()
             if not view.sync():
                 log.warning("router: could not bring the view of %s up to date", view.topic)
 
     def _route(self, message: Message, producer: Producer, tally: _Tally) -> None:
+        """Route one record: the per-record boundary of the router.
+
+        Whatever the handling of this one record raises, it is dead-lettered inside the same
+        transaction and routing goes on; its deliveries are computed in full before any is
+        produced, so a record that fails half-way leaves no partial fan-out behind.
+        """
         error = message.error()
         if error is not None:
             log.warning("router: consume error: %s", error)
             return
         tally.events += 1
         try:
-            event = parse_event(
-                message.value(),
-                header_pairs(message),
-                self.codec,
-                self.catalog,
-                self.settings.max_payload_bytes,
-            )
-        except RejectedEvent as rejected:
-            log.info("router: dead-lettered %s: %s", rejected.reason, rejected.detail)
-            record = dead_letter(message, rejected.reason, rejected.detail)
+            deliveries = self._deliveries(message)
+        except PROCESS_ERRORS:
+            raise
+        except Exception as exc:
+            refusal, record = refuse("router", message, exc)
             _produce(producer, self.topics.dlq, None, self.codec.encode("DeadLetter", record))
-            tally.dead_letters[rejected.reason] += 1
+            tally.dead_letters[refusal.reason] += 1
             return
+        for key, value in deliveries:
+            _produce(producer, self.topics.deliveries, key, value)
+        tally.routed += len(deliveries)
+
+    def _deliveries(self, message: Message) -> list[tuple[bytes, bytes]]:
+        """The encoded `deliveries` records of one `events` record, keyed by webhook id."""
+        event = parse_event(
+            message.value(),
+            header_pairs(message),
+            self.codec,
+            self.catalog,
+            self.settings.max_payload_bytes,
+        )
         event_type = self.catalog.get(event.type)
         if event_type is None:  # parse_event already rejects unknown types
-            return
+            return []
         matched = self.index.match(event.tenant_id, event.type)
         if not matched:
-            return  # nothing to shape or encode for an event nobody subscribed to
+            return []  # nothing to shape or encode for an event nobody subscribed to
         bodies = self.shaper.bodies(event, event_type)
         trigger = "test" if event.type == "webhook.test" else "scheduled"
         created_at_ms = event.published_at_ms or int(time.time() * 1000)
+        out: list[tuple[bytes, bytes]] = []
         for webhook in matched:
             allowed, permissions = self._owner_permissions(webhook)
             if not allowed:
@@ -221,13 +233,8 @@ class Router:
                 "created_at_ms": created_at_ms,
                 "first_attempt_at_ms": None,
             }
-            _produce(
-                producer,
-                self.topics.deliveries,
-                webhook.id.encode(),
-                self.codec.encode("Delivery", delivery),
-            )
-            tally.routed += 1
+            out.append((webhook.id.encode(), self.codec.encode("Delivery", delivery)))
+        return out
 
     def _owner_permissions(self, webhook: Webhook) -> tuple[bool, frozenset[str] | None]:
         """Whether the webhook may receive at all, and its owner's permissions.

@@ -21,10 +21,15 @@ from confluent_kafka import Message
 from prometheus_client import Counter
 
 from hookstream.core import eventloop, metrics, signing
-from hookstream.core.codec import Codec, DecodeError, default_codec
-from hookstream.core.deadletter import dead_letter
+from hookstream.core.codec import Codec, default_codec
+from hookstream.core.deadletter import PROCESS_ERRORS, DeadLetterSink, dead_letter, refuse
 from hookstream.core.kafka import header_pairs
-from hookstream.core.runner import configure_logging, start_ops, tune_collector_once_ready
+from hookstream.core.runner import (
+    configure_logging,
+    start_ops,
+    stopped_by,
+    tune_collector_once_ready,
+)
 from hookstream.core.secrets import SecretError, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
@@ -34,6 +39,7 @@ from hookstream.core.writer import KafkaWriter, Record
 from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclude, deferred
 from hookstream.sender.fetcher import Fetched, Fetcher
 from hookstream.sender.http import HttpSender
+from hookstream.sender.intake import decode_delivery
 from hookstream.sender.outcome import HttpResult, Outcome
 from hookstream.sender.signing_secrets import SigningSecrets
 from hookstream.sender.slots import WebhookSlots
@@ -53,8 +59,9 @@ class Sender:
         self.settings = settings
         self.codec = codec or default_codec()
         self.topics = Topics.from_settings(settings)
+        self.dead_letters = DeadLetterSink(settings, self.codec, self.topics.dlq, "sender")
         self.webhooks: CompactedView[Webhook] = webhook_view(
-            settings, self.codec, self.topics.webhooks
+            settings, self.codec, self.topics.webhooks, self.dead_letters
         )
         # Before anything else: production without an encryption key must not start.
         self.keyring = load_keyring(settings)
@@ -112,6 +119,7 @@ class Sender:
             await self.http.close()
             await loop.run_in_executor(None, self.writer.close)
             self.webhooks.stop()
+            await loop.run_in_executor(None, self.dead_letters.flush, 10.0)
         if self._failure is not None:
             raise self._failure
         if fetcher is not None and fetcher.error is not None:
@@ -121,6 +129,7 @@ class Sender:
         while not stop.is_set():
             if self._failure is not None or fetcher.error is not None:
                 return
+            self.webhooks.check()
             try:
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
             except TimeoutError:
@@ -134,15 +143,30 @@ class Sender:
             task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, fetcher: Fetcher, item: Fetched) -> None:
+        """Process one record: the per-record boundary of the sender.
+
+        Whatever processing this one record raises, it is dead-lettered and the record counts
+        as finished. Only errors of the process (Kafka refusing our output) stop the sender;
+        the offset then stays uncommitted and a restart re-processes the record.
+        """
         try:
-            await self._process(item)
+            try:
+                await self._process(item)
+            except PROCESS_ERRORS:
+                raise
+            except Exception as exc:
+                refusal, record = refuse("sender", item.message, exc)
+                dlq = Record(self.topics.dlq, item.message.key(), self._encode_dead(record))
+                await self._produce([dlq])
+                metrics.DEAD_LETTERS.labels(refusal.reason).inc()
         except Exception as exc:
-            # Unknown failure (e.g. Kafka refused our output): the offset stays uncommitted
-            # and the service stops, so a restart re-processes the record.
-            log.exception("sender: failed to process a delivery; stopping")
+            log.exception("sender: stopping: could not finish a record: %s", exc)
             self._failure = exc
             return
         fetcher.finished(item)
+
+    def _encode_dead(self, record: dict[str, Any]) -> bytes:
+        return self.codec.encode("DeadLetter", record)
 
     async def _process(self, item: Fetched) -> None:
         message = item.message
@@ -155,16 +179,7 @@ class Sender:
             )
             return
         record_name = "Delivery" if topic == self.topics.deliveries else "Retry"
-        try:
-            delivery = self.codec.decode(record_name, message.value() or b"")
-        except DecodeError as exc:
-            log.warning("sender: dead-lettered an undecodable %s record: %s", topic, exc)
-            record = dead_letter(message, "undecodable", str(exc))
-            await self._produce(
-                [Record(self.topics.dlq, message.key(), self.codec.encode("DeadLetter", record))]
-            )
-            metrics.DEAD_LETTERS.labels("undecodable").inc()
-            return
+        delivery = decode_delivery(self.codec, record_name, message.value())
         source = Source(topic, message.partition() or 0, message.offset() or 0)
         webhook_id = str(delivery["webhook_id"])
         slow = self._answer_times.is_slow(webhook_id)
@@ -392,8 +407,12 @@ def run_sender(settings: Settings) -> int:
             await Sender(settings).run(stop, ready)
         finally:
             waiter.cancel()
+            probe_ready.clear()
             ops.stop()
 
-    eventloop.run(main())
+    try:
+        eventloop.run(main())
+    except Exception as exc:
+        return stopped_by("sender", exc)
     log.info("sender: stopped")
     return 0
