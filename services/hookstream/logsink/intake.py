@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from hookstream.core.codec import Codec
-from hookstream.core.deadletter import RejectedRecord
+from hookstream.core.deadletter import UNDECODABLE, RejectedRecord
 
 INVALID_ATTEMPT = "invalid_attempt"
 _ID_FIELDS = ("attempt_id", "delivery_id", "event_id", "webhook_id", "tenant_id", "event_type")
@@ -22,7 +22,7 @@ MAX_UNIX_MS = 253_402_300_799_999
 def decode_attempt(codec: Codec, value: bytes | None) -> dict[str, Any]:
     """The decoded, storable attempt; raises `DecodeError` or `RejectedRecord`."""
     if value is None:
-        raise RejectedRecord(INVALID_ATTEMPT, "the record has no value (a tombstone)")
+        raise RejectedRecord(UNDECODABLE, "the record has no value (a tombstone)")
     attempt = codec.decode("Attempt", value)
     for name in _ID_FIELDS:
         text = attempt[name]

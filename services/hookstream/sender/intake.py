@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from hookstream.core.codec import Codec
-from hookstream.core.deadletter import RejectedRecord
+from hookstream.core.deadletter import UNDECODABLE, RejectedRecord
 
 TRIGGERS = frozenset({"scheduled", "manual", "test"})
 _ID_FIELDS = ("delivery_id", "event_id", "webhook_id", "tenant_id", "event_type")
@@ -23,7 +23,7 @@ INVALID_DELIVERY = "invalid_delivery"
 def decode_delivery(codec: Codec, record_name: str, value: bytes | None) -> dict[str, Any]:
     """The decoded record; raises `DecodeError` or `RejectedRecord` naming what is wrong."""
     if value is None:
-        raise RejectedRecord(INVALID_DELIVERY, "the record has no value (a tombstone)")
+        raise RejectedRecord(UNDECODABLE, "the record has no value (a tombstone)")
     delivery = codec.decode(record_name, value)
     for name in _ID_FIELDS:
         text = delivery[name]
