@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +14,7 @@ from pathlib import Path
 from hookstream import __version__, localkafka
 from hookstream.client.commands import register as register_api_commands
 from hookstream.core.settings import Settings, SettingsError, load_settings
+from hookstream.supervisor import STOP_MARGIN, Child, SharedStderr, supervise
 
 
 def _settings() -> Settings:
@@ -168,7 +169,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_all(settings: Settings) -> int:
-    """Every service as a child process, stopped together on SIGTERM/SIGINT (development)."""
+    """Every service as a child process (development), stopped together on SIGTERM/SIGINT or
+    as soon as one of them stops unasked, which is reported with its reason: exit 1 then."""
     env = {**os.environ, "HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
     # Each service but the api (which serves /metrics on its own port) binds the metrics
     # port: one port each, counting up from the configured one (0 stays "any free port").
@@ -176,31 +178,31 @@ def _run_all(settings: Settings) -> int:
         name: settings.metrics_port + index if settings.metrics_port else 0
         for index, name in enumerate(service for service in SERVICES if service != "api")
     }
-    children: dict[str, subprocess.Popen[bytes]] = {}
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for name in SERVICES:
-        # Own process groups: a terminal's Ctrl-C reaches this process only, which forwards
-        # it once (a second SIGINT would cut a child's graceful shutdown short).
-        children[name] = subprocess.Popen(
-            [sys.executable, "-m", "hookstream", "run", name],
-            env={**env, "HOOKSTREAM_METRICS_PORT": str(ports[name])} if name in ports else env,
-            process_group=0,
+    out = SharedStderr()
+    # What the main thread waits on: a child's exit or a signal. SimpleQueue.put is reentrant,
+    # so the handlers may call it while they interrupt this thread's own get().
+    events: queue.SimpleQueue[str | int] = queue.SimpleQueue()
+    signal.signal(signal.SIGTERM, lambda signum, _frame: events.put(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: events.put(signum))
+    children: dict[str, Child] = {}
+    try:
+        for name in SERVICES:
+            own = {**env, "HOOKSTREAM_METRICS_PORT": str(ports[name])} if name in ports else env
+            argv = [sys.executable, "-m", "hookstream", "run", name]
+            children[name] = Child(name, argv, own, out, events)
+        listening = [f"api http://{settings.api_host}:{settings.api_port}"]
+        listening += [f"{name} metrics :{port}" for name, port in ports.items() if port]
+        listening.append("pids " + ", ".join(f"{c.name} {c.pid}" for c in children.values()))
+        print(
+            f"started {', '.join(children)} ({'; '.join(listening)}); Ctrl-C stops them",
+            flush=True,
         )
-    listening = [f"api http://{settings.api_host}:{settings.api_port}"]
-    listening += [f"{name} metrics :{port}" for name, port in ports.items() if port]
-    print(f"started {', '.join(children)} ({'; '.join(listening)}); Ctrl-C stops them", flush=True)
-    codes = {name: child.wait() for name, child in children.items()}
-    failed = {name: code for name, code in codes.items() if code != 0}
-    for name, code in failed.items():
-        print(f"{name} exited with {code}", file=sys.stderr)
-    return 1 if failed else 0
+        return supervise(children, events, out, settings.shutdown_grace + STOP_MARGIN)
+    finally:
+        # Whatever went wrong in here, no child outlives `run all`.
+        for child in children.values():
+            if child.process.poll() is None:
+                child.process.kill()
 
 
 def build_parser() -> argparse.ArgumentParser:
