@@ -108,8 +108,16 @@ def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
 
 
 def header_pairs(message: Message) -> list[tuple[str, bytes | None]]:
-    """A record's headers as (name, bytes) pairs, whatever shape the client returned."""
-    headers = message.headers() or []
+    """A record's headers as (name, bytes) pairs, whatever shape the client returned.
+
+    None at all when the client cannot decode them (a header name that is not UTF-8, written
+    by a client that does not check): a record is never lost to its headers, and hookstream's
+    own headers are only hints (a content type, a due time).
+    """
+    try:
+        headers = message.headers() or []
+    except (UnicodeDecodeError, ValueError):
+        return []
     pairs = headers.items() if isinstance(headers, dict) else headers
     return [(name, value.encode() if isinstance(value, str) else value) for name, value in pairs]
 
