@@ -6,11 +6,14 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from hookstream.api.errors import ApiError
+from hookstream.api.errors import ApiError, invalid
+from hookstream.api.models import Ident
 
 M = TypeVar("M", bound=BaseModel)
+
+_IDENT: TypeAdapter[str] = TypeAdapter(Ident)
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
@@ -33,6 +36,24 @@ def read_query(request: web.Request, model: type[M]) -> M:
     # A repeated parameter keeps its first value; none of ours is a list.
     params = {key: request.query.getone(key) for key in request.query}
     return validated(model, params)
+
+
+def path_ident(request: web.Request, name: str = "id") -> str:
+    """The `{name}` of the path, held to the rule for ids in bodies: 422 naming it if not."""
+    value = request.match_info[name]
+    try:
+        return _IDENT.validate_python(value)
+    except ValidationError as exc:
+        raise invalid(name, exc.errors(include_url=False)[0]["msg"]) from None
+
+
+def is_ident(value: str) -> bool:
+    """Whether `value` could be the id of anything the API stores."""
+    try:
+        _IDENT.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def validated(model: type[M], data: dict[str, Any]) -> M:

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,12 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
 }
+
+
+# What reading a request's body raises when its bytes are not what its headers say (a body
+# that does not decompress as its Content-Encoding says, a broken chunk): the client's to
+# fix, so a 400, never the 500 of an unexpected exception.
+UNREADABLE_BODY = (BadHttpMessage, web.RequestPayloadError)
 
 
 class ApiError(Exception):
@@ -91,10 +98,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         code = _HTTP_CODES.get(exc.status, "http_error")
         return error_response(exc.status, code, _http_message(request, exc), headers=headers)
+    except UNREADABLE_BODY as exc:
+        return error_response(400, "bad_request", f"malformed request body: {unreadable(exc)}")
     except Exception:
         # The trace goes to the log only; clients get a stable, uninformative 500.
         log.exception("api: unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error; see the API's log")
+
+
+def unreadable(exc: Exception) -> str:
+    """What is wrong with an unreadable body; aiohttp words it "400, message:\n  <reason>"."""
+    return str(exc).rsplit("message:", 1)[-1].strip() or type(exc).__name__
 
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from hookstream.api.auth import caller
-from hookstream.api.bodies import read_query
+from hookstream.api.bodies import is_ident, read_query
 from hookstream.api.context import API, Api
 from hookstream.api.errors import invalid, not_found
 from hookstream.api.models import DeliveryListQuery, TenantQuery
@@ -50,6 +50,9 @@ def webhooks_in_scope(api: Api, scope: str | None) -> list[Webhook]:
 
 async def delivery_in_scope(api: Api, scope: str | None, delivery_id: str) -> DeliveryDetail:
     """The delivery with its attempts if `scope` may see it, else 404."""
+    # An id no delivery can have (one the store could not even hold, like a NUL) is absent.
+    if not is_ident(delivery_id):
+        raise not_found("delivery", delivery_id)
     detail = await api.blocking(api.store.get_delivery, delivery_id, scope)
     if detail is None:
         raise not_found("delivery", delivery_id)

@@ -2,14 +2,92 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from hookstream.core.catalog import ALL_EVENTS, default_catalog
 from hookstream.core.store import DELIVERY_STATUSES, MAX_PAGE_SIZE
+from hookstream.core.store.cursor import decode_cursor
+from hookstream.core.store.errors import InvalidCursorError
 
 MAX_GRACE_SECONDS = 7 * 24 * 3600
+# orjson writes at most 254 levels of nesting, and a delivery's body wraps `data` in one more.
+MAX_DATA_DEPTH = 253
+_MALFORMED_CURSOR = "malformed cursor: pass back the next_cursor of a previous page unchanged"
+# Control characters (C0, DEL, C1) and lone surrogates: PostgreSQL refuses NUL, a URL holding
+# CR or LF is checked as another URL than the one stored (urlsplit drops them), and a name
+# holding any of them is no one's intent.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Free text keeps what a browser's textarea sends: tabs and line breaks.
+_TEXT_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable(value: str) -> str:
+    """Identifiers end up in headers, Kafka keys and store columns, which is why the router
+    and the sender drop records whose ids are not printable: refuse them here, visibly."""
+    if not value.isprintable():
+        found = next(char for char in value if not char.isprintable())
+        raise PydanticCustomError(
+            "not_printable",
+            "must contain only printable characters; found U+{code}",
+            {"code": f"{ord(found):04X}"},
+        )
+    return value
+
+
+def _refuse(pattern: re.Pattern[str], value: str) -> str:
+    found = pattern.search(value)
+    if found is not None:
+        raise PydanticCustomError(
+            "control_character",
+            "must not contain control characters; found U+{code}",
+            {"code": f"{ord(found.group()):04X}"},
+        )
+    return value
+
+
+def _no_controls(value: str) -> str:
+    return _refuse(_CONTROLS, value)
+
+
+def _text(value: str) -> str:
+    return _refuse(_TEXT_CONTROLS, value)
+
+
+def _cursor(value: str) -> str:
+    """A cursor as `next_cursor` hands it out; anything else is refused before the store."""
+    try:
+        _, last_id = decode_cursor(value)
+    except InvalidCursorError as exc:
+        raise PydanticCustomError("cursor", str(exc)) from None
+    # Every id a page can end on is printable (the router and the sender see to it).
+    if not last_id.isprintable():
+        raise PydanticCustomError("cursor", _MALFORMED_CURSOR)
+    return value
+
+
+def _deliverable(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` no more deeply nested than a delivery's body can carry."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_DATA_DEPTH:
+            raise PydanticCustomError(
+                "too_deep",
+                "is nested more than {limit} levels deep, more than a delivery can carry",
+                {"limit": MAX_DATA_DEPTH},
+            )
+        pending.extend((child, depth + 1) for child in children)
+    return data
 
 
 def _catalog_types(schema: dict[str, Any]) -> None:
@@ -23,10 +101,11 @@ def _subscription_patterns(schema: dict[str, Any]) -> None:
     schema["enum"] = [ALL_EVENTS, *(f"{c}.*" for c in categories), *types]
 
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Ident = Annotated[str, Field(min_length=1, max_length=200)]
-Url = Annotated[str, Field(min_length=1, max_length=2048)]
-Description = Annotated[str, Field(max_length=2000)]
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_controls)]
+Ident = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+Url = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_no_controls)]
+Description = Annotated[str, Field(max_length=2000), AfterValidator(_text)]
+Cursor = Annotated[str, Field(max_length=512), AfterValidator(_cursor)]
 # The document lists the catalog's types and patterns; the handlers still name unknown ones.
 EventTypeName = Annotated[
     str, Field(min_length=1, max_length=200, json_schema_extra=_catalog_types)
@@ -106,7 +185,13 @@ class EventPublish(Body):
     type: EventTypeName
     tenant_id: TenantId = None
     occurred_at: Annotated[str, Field(max_length=64)] | None = None
-    data: dict[str, Any]
+    data: Annotated[
+        dict[str, Any],
+        AfterValidator(_deliverable),
+        Field(
+            description=f"The event's payload: a JSON object, nested {MAX_DATA_DEPTH} deep at most"
+        ),
+    ]
 
 
 class PrincipalPut(Body):
@@ -120,7 +205,7 @@ class TenantQuery(Query):
 
 class WebhookListQuery(TenantQuery):
     limit: Limit = 50
-    cursor: Annotated[str, Field(max_length=512)] | None = None
+    cursor: Cursor | None = None
 
 
 class DeliveryListQuery(WebhookListQuery):

@@ -13,6 +13,7 @@ from hookstream.api.console.pages import (
     ROOT,
     SESSION,
     clear_session,
+    read_form,
     redirect,
     render,
     sessions_of,
@@ -83,7 +84,7 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def require_csrf(request: web.Request, binding: str) -> None:
-    form = await request.post()
+    form = await read_form(request)
     if not sessions_of(request).csrf_ok(binding, text_field(form, CSRF_FIELD)):
         raise ApiError(403, "csrf", FORBIDDEN_MESSAGE)
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from hookstream.api.console.session import SESSION_COOKIE, Session, Sessions
-from hookstream.api.errors import ApiError
+from hookstream.api.errors import UNREADABLE_BODY, ApiError, unreadable
 
 ROOT = "/console"
 SESSIONS = web.AppKey("console_sessions", Sessions)
@@ -80,6 +80,24 @@ async def act(
             raise
         return redirect(back, exc.message, error=True)
     return redirect(back, message)
+
+
+async def read_form(request: web.Request) -> Form:
+    """The submitted form (read once, then cached by aiohttp); 400 if it cannot be decoded.
+
+    A browser sends what its form declares. Anything else (a charset Python does not know,
+    bytes that are not in the declared one, multipart without or with the wrong boundary, a
+    part in an unknown transfer encoding) is refused as the malformed request it is, rather
+    than ending as an error page that blames the console.
+    """
+    try:
+        return await request.post()
+    # aiohttp's form and multipart parsers raise these for undecodable input: ValueError
+    # (UnicodeDecodeError, boundaries, base64), LookupError (unknown charsets), RuntimeError
+    # (unknown Content-Transfer-Encoding or Content-Encoding of a part, a bad `_charset_`).
+    except (ValueError, LookupError, RuntimeError, *UNREADABLE_BODY) as exc:
+        message = f"The form could not be read: {unreadable(exc)}"
+        raise ApiError(400, "invalid_form", message) from None
 
 
 def text_field(form: Form, name: str) -> str:

@@ -10,6 +10,7 @@ from hookstream.api.console.guard import SIGN_IN, require_csrf
 from hookstream.api.console.pages import (
     ROOT,
     clear_session,
+    read_form,
     redirect,
     render,
     sessions_of,
@@ -37,7 +38,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     # nonce stands in, which no token matches.
     nonce = request.cookies.get(SIGN_IN_COOKIE) or new_sign_in_nonce()
     await require_csrf(request, _binding(nonce))
-    form = await request.post()
+    form = await read_form(request)
     sessions = sessions_of(request)
     cookie = sessions.sign_in(text_field(form, "api_key"), time.time())
     if cookie is None:

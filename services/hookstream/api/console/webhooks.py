@@ -12,6 +12,7 @@ from hookstream.api.console.pages import (
     ROOT,
     Form,
     act,
+    read_form,
     redirect,
     render,
     scope_of,
@@ -28,6 +29,7 @@ from hookstream.api.lookup import (
 )
 from hookstream.api.manage import create_webhook, delete_webhook, rotate_secret, update_webhook
 from hookstream.api.models import (
+    MAX_GRACE_SECONDS,
     DeliveryListQuery,
     Recover,
     RotateSecret,
@@ -77,7 +79,7 @@ async def new_webhook(request: web.Request) -> web.StreamResponse:
 @routes.post("/webhooks")
 async def create(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
-    form = await request.post()
+    form = await read_form(request)
     fields = _webhook_fields(form)
     if session_of(request).caller.is_admin:
         fields["tenant_id"] = text_field(form, "tenant_id") or None
@@ -129,7 +131,7 @@ async def edit_webhook(request: web.Request) -> web.StreamResponse:
 @routes.post("/webhooks/{id}/edit")
 async def save_webhook(request: web.Request) -> web.StreamResponse:
     webhook = _webhook(request)
-    fields = _webhook_fields(await request.post())
+    fields = _webhook_fields(await read_form(request))
     try:
         body = validated(WebhookUpdate, fields)
         await update_webhook(api_of(request), scope_of(request), webhook.id, body)
@@ -143,7 +145,7 @@ async def save_webhook(request: web.Request) -> web.StreamResponse:
 @routes.post("/webhooks/{id}/enabled")
 async def set_enabled(request: web.Request) -> web.StreamResponse:
     webhook = _webhook(request)
-    enable = text_field(await request.post(), "enabled") == "true"
+    enable = text_field(await read_form(request), "enabled") == "true"
 
     async def apply() -> str:
         body = WebhookUpdate(enabled=enable)
@@ -157,11 +159,17 @@ async def set_enabled(request: web.Request) -> web.StreamResponse:
 async def rotate(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
     webhook = _webhook(request)
-    grace = text_field(await request.post(), "grace_period_seconds") or "0"
+    grace = text_field(await read_form(request), "grace_period_seconds") or "0"
     try:
-        if not grace.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not (grace.isascii() and grace.isdigit()):
             raise invalid("grace_period_seconds", "a whole number of seconds")
-        body = validated(RotateSecret, {"grace_period_seconds": int(grace)})
+        # Beyond the limit's digits the value can only be too large; int() refuses text
+        # beyond 4,300 digits, so it is not converted.
+        digits = grace.lstrip("0") or "0"
+        too_long = len(digits) > len(str(MAX_GRACE_SECONDS))
+        seconds = MAX_GRACE_SECONDS + 1 if too_long else int(digits)
+        body = validated(RotateSecret, {"grace_period_seconds": seconds})
     except ApiError as exc:
         return redirect(_page_of(webhook.id), exc.message, error=True)
     rotated, secret = await rotate_secret(
@@ -191,7 +199,7 @@ async def test(request: web.Request) -> web.StreamResponse:
 @routes.post("/webhooks/{id}/recover")
 async def recover(request: web.Request) -> web.StreamResponse:
     webhook = _webhook(request)
-    since = text_field(await request.post(), "since")
+    since = text_field(await read_form(request), "since")
 
     async def apply() -> str:
         window = validated(Recover, {"since": since})

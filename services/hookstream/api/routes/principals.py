@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from hookstream.api.auth import caller
-from hookstream.api.bodies import read_body, respond
+from hookstream.api.bodies import path_ident, read_body, respond
 from hookstream.api.docs import operation
 from hookstream.api.errors import not_found
 from hookstream.api.lookup import api_of
@@ -29,7 +29,7 @@ async def put_principal(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, PrincipalPut)
     who = caller(request)
     tenant_id = who.write_tenant(body.tenant_id)
-    principal_id = request.match_info["id"]
+    principal_id = path_ident(request)
     async with api.lock("principal", principal_id):
         api.require_ready(api.principals, "principals")
         existing = api.principals.get(principal_id)
