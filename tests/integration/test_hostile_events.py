@@ -173,6 +173,7 @@ def undecodable(
                 "avro-as-json",
                 "tombstone",
                 "deep",
+                "deep-decodable",
                 "bad-utf8",
             ]
         )
@@ -194,6 +195,10 @@ def undecodable(
         return good, [("content-type", b"application/json; charset=utf-8")]
     if kind == "tombstone":
         return None, None
+    if kind == "deep-decodable":  # read by the decoder, but deeper than a body can be written
+        fields = good_fields(tenant)
+        fields["data"] = {"x": json.loads("[" * 600 + "]" * 600)}
+        return json.dumps(fields).encode(), JSON_HEADERS
     if kind == "deep":  # nested beyond what any JSON decoder takes
         fields = good_fields(tenant)
         return json.dumps(fields)[
@@ -306,6 +311,8 @@ class Stage:
         for at, record in hostile_at.items():
             letter = letters[at]
             assert letter["reason"] and letter["detail"] and letter["error_type"]
+            # Every kind of bad input has a specific reason; internal_error would be a bug.
+            assert letter["reason"] != "internal_error", letter["detail"]
             assert letter["service"] == "router"
             assert letter["value"] == (record.value or b"")
             assert letter["key"] == record.key
@@ -384,6 +391,18 @@ def test_generated_hostile_events_are_dead_lettered_and_routing_goes_on(stage: S
                     },
                 ),
                 None,
+            )
+        ]
+    )
+    # Read by the JSON decoder (depth 600 < 1024) but deeper than orjson writes: was a crash.
+    @example(
+        [
+            (
+                "tenant_a",
+                json.dumps(
+                    {**good_fields("tenant_a"), "data": {"x": json.loads("[" * 600 + "]" * 600)}}
+                ).encode(),
+                JSON_HEADERS,
             )
         ]
     )

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from hookstream.core.deadletter import RejectedRecord
+
 DELIVERY_ID_PREFIX = "dlv_"
 
 
@@ -51,14 +53,22 @@ def delivery_id(event_id: str, webhook_id: str) -> str:
 
 
 def build_body(event: EnvelopeEvent, data: Mapping[str, Any], api_version: str) -> bytes:
-    """The request body: the envelope fields in their documented order, then `data`."""
-    return orjson.dumps(
-        {
-            "id": event.id,
-            "type": event.type,
-            "occurred_at": event.occurred_at,
-            "api_version": api_version,
-            # orjson serialises real dicts only; the catalog and redact hand out dicts already.
-            "data": data if isinstance(data, dict) else dict(data),
-        }
-    )
+    """The request body: the envelope fields in their documented order, then `data`.
+
+    Raises `RejectedRecord` for `data` nested deeper than JSON serialisation goes (orjson
+    writes 254 levels; the envelope takes one), which a decoder may still have read.
+    """
+    envelope = {
+        "id": event.id,
+        "type": event.type,
+        "occurred_at": event.occurred_at,
+        "api_version": api_version,
+        # orjson serialises real dicts only; the catalog and redact hand out dicts already.
+        "data": data if isinstance(data, dict) else dict(data),
+    }
+    try:
+        return orjson.dumps(envelope)
+    except TypeError as exc:  # orjson's "Recursion limit reached"
+        raise RejectedRecord(
+            "invalid_field", f"event field 'data' cannot be sent as JSON: {exc}"
+        ) from None
