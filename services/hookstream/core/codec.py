@@ -251,7 +251,10 @@ def _data_text(event: Mapping[str, Any]) -> str:
     payload = event["data"]
     if not isinstance(payload, dict):
         raise DecodeError(f"event field 'data' must be a JSON object, got {_json_kind(payload)}")
-    return orjson.dumps(payload).decode()
+    try:
+        return orjson.dumps(payload).decode()
+    except TypeError as exc:  # orjson reads 1024 levels of nesting but writes only 254
+        raise DecodeError(f"event field 'data' cannot be written as JSON: {exc}") from None
 
 
 def _json_kind(value: Any) -> str:
