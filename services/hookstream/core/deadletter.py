@@ -10,6 +10,7 @@ while they last would dead-letter good input.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 import traceback
@@ -129,11 +130,22 @@ def dead_letter(
     }
 
 
+# `Message.headers()` of confluent-kafka 2.x does not check that each header name decodes: for
+# a name that is not UTF-8 it returns a list holding a NULL, with the UnicodeDecodeError still
+# set. Through the generic call protocol (as here) CPython turns that into a SystemError; a
+# plain `message.headers()` at a call site the 3.11 interpreter has specialised (after a few
+# calls) hands the broken list back instead, and reading it crashes the process (SIGSEGV).
+_read_headers = operator.methodcaller("headers")
+
+
 def _headers(message: Message) -> list[dict[str, Any]]:
     try:
-        headers = message.headers() or []
-    except (UnicodeDecodeError, ValueError):
-        return []  # header names the client cannot even decode; the value is still kept
+        headers = _read_headers(message) or []
+    except (UnicodeDecodeError, ValueError, SystemError):
+        # A header name that is not UTF-8: the client returns none of the headers then. The
+        # key and the value are still kept. (The message must not be asked again: the client
+        # keeps the broken list and would return it.)
+        return []
     pairs = headers.items() if isinstance(headers, dict) else headers
     return [
         {"key": _text(name) or "", "value": value.encode() if isinstance(value, str) else value}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,6 +108,9 @@ def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
 
 
+_read_headers = operator.methodcaller("headers")
+
+
 def header_pairs(message: Message) -> list[tuple[str, bytes | None]]:
     """A record's headers as (name, bytes) pairs, whatever shape the client returned.
 
@@ -115,8 +119,11 @@ def header_pairs(message: Message) -> list[tuple[str, bytes | None]]:
     own headers are only hints (a content type, a due time).
     """
     try:
-        headers = message.headers() or []
-    except (UnicodeDecodeError, ValueError):
+        # Through methodcaller, not a plain call: for a name that is not UTF-8 the client
+        # hands back a broken list, which the generic call path turns into a SystemError
+        # where a specialised call site would crash the process.
+        headers = _read_headers(message) or []
+    except (UnicodeDecodeError, ValueError, SystemError):
         return []
     pairs = headers.items() if isinstance(headers, dict) else headers
     return [(name, value.encode() if isinstance(value, str) else value) for name, value in pairs]

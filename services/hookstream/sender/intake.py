@@ -2,7 +2,8 @@
 
 Avro guarantees the field types; this checks what the types cannot say. Each check stands for
 a way a record would otherwise fail later, mid-attempt: an id that cannot travel in a header,
-an attempt number below 1, a trigger the store does not know.
+an attempt number below 1, a trigger the store does not know, a body that cannot be signed
+(Standard Webhooks signs the body as text, so it must be UTF-8).
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ def decode_delivery(codec: Codec, record_name: str, value: bytes | None) -> dict
                 INVALID_DELIVERY,
                 f"field {name!r} must be 1 to {MAX_ID_LENGTH} printable characters",
             )
+    # The event id is the `webhook-id` header, and receivers strip the spaces around a header
+    # value: the id they verify the signature with would not be the one that was signed.
+    if delivery["event_id"] != delivery["event_id"].strip(" "):
+        raise RejectedRecord(
+            INVALID_DELIVERY,
+            "field 'event_id' must not start or end with a space: it travels as the "
+            "webhook-id header, whose receivers strip them and then fail the signature",
+        )
     attempt = delivery["attempt"]
     # No upper bound: a replay of an exhausted delivery asks for one attempt beyond the
     # schedule, and any attempt past it that fails is simply exhausted.
@@ -45,4 +54,10 @@ def decode_delivery(codec: Codec, record_name: str, value: bytes | None) -> dict
     for name in ("created_at_ms", "due_at_ms"):
         if not 0 <= delivery[name] <= MAX_UNIX_MS:
             raise RejectedRecord(INVALID_DELIVERY, f"field {name!r} is out of range")
+    try:
+        delivery["body"].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RejectedRecord(
+            INVALID_DELIVERY, f"field 'body' is not UTF-8 text, so it cannot be signed: {exc}"
+        ) from None
     return delivery
