@@ -40,7 +40,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from hookstream.core.codec import DecodeError, default_codec
-from hookstream.core.kafka import admin_client, consumer_config
+from hookstream.core.kafka import Headers, admin_client, consumer_config, header_pairs
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import ViewNotReadyError, webhook_view
@@ -382,7 +382,7 @@ def _due_times(
     found: dict[Partition, int | None] = {}
 
     def take(key: Partition, message: Message) -> bool:
-        found[key] = _due_header(message.headers())
+        found[key] = _due_header(header_pairs(message))
         return False
 
     _read(settings, heads, timeout, take)
@@ -434,9 +434,8 @@ def _dead_letters(
     )
 
 
-def _due_header(headers: Any) -> int | None:
-    pairs = headers.items() if isinstance(headers, dict) else (headers or [])
-    for name, value in pairs:
+def _due_header(headers: Headers) -> int | None:
+    for name, value in headers:
         if name == DUE_AT_HEADER and value:
             try:
                 return int(value)

@@ -10,10 +10,10 @@ while they last would dead-letter good input.
 from __future__ import annotations
 
 import logging
-import operator
 import threading
 import time
 import traceback
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,8 @@ from confluent_kafka import KafkaException, Message, Producer
 
 from hookstream.core import metrics
 from hookstream.core.codec import Codec, DecodeError
-from hookstream.core.kafka import producer_config
+from hookstream.core.instants import MAX_UNIX_MS
+from hookstream.core.kafka import Headers, header_pairs, producer_config
 from hookstream.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ UNDECODABLE = "undecodable"
 
 # A detail longer than this is cut: it is for a person reading the dead letter.
 MAX_DETAIL = 2000
+# Ids travel as Kafka keys, HTTP headers (`webhook-id`), log fields and store columns: a
+# bounded length and no control characters (a header cannot carry them).
+MAX_ID_LENGTH = 256
 
 
 class ProcessError(Exception):
@@ -46,6 +50,34 @@ class RejectedRecord(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def require_ids(record: Mapping[str, Any], names: Iterable[str], reason: str) -> None:
+    """Refuse `record` unless each named field is 1 to MAX_ID_LENGTH printable characters,
+    without spaces at either end: receivers strip those from a header value, and would then
+    verify the signature against another `webhook-id` than the one signed."""
+    for name in names:
+        text = record.get(name)
+        if not (
+            isinstance(text, str)
+            and 0 < len(text) <= MAX_ID_LENGTH
+            and text.isprintable()
+            and text[0] != " "
+            and text[-1] != " "
+        ):
+            raise RejectedRecord(
+                reason,
+                f"field {name!r} must be 1 to {MAX_ID_LENGTH} printable characters, "
+                "with no space at either end",
+            )
+
+
+def require_unix_ms(record: Mapping[str, Any], names: Iterable[str], reason: str) -> None:
+    """Refuse `record` unless each named field is absent (None) or a Unix ms in years 1970-9999."""
+    for name in names:
+        moment = record.get(name)
+        if moment is not None and not 0 <= moment <= MAX_UNIX_MS:
+            raise RejectedRecord(reason, f"field {name!r} is out of range (Unix milliseconds)")
 
 
 # Errors that mean the process cannot work, whichever record it handles: never dead-letter.
@@ -76,9 +108,12 @@ class Refusal:
         )
 
 
-def refuse(service: str, message: Message, exc: BaseException) -> tuple[Refusal, dict[str, Any]]:
+def refuse(
+    service: str, message: Message, headers: Headers, exc: BaseException
+) -> tuple[Refusal, dict[str, Any]]:
     """The boundary's verdict on `message`: why it was refused and its `DeadLetter` record.
 
+    `headers` are the record's, as the loop read them (`core.kafka.header_pairs`, once).
     Logs the one line the refusal gets; the caller produces the record and counts it.
     """
     refusal = Refusal.of(exc)
@@ -93,13 +128,19 @@ def refuse(service: str, message: Message, exc: BaseException) -> tuple[Refusal,
         extra={"dead_letter_reason": refusal.reason, "error_type": refusal.error_type},
     )
     record = dead_letter(
-        message, refusal.reason, refusal.detail, service=service, error_type=refusal.error_type
+        message,
+        headers,
+        refusal.reason,
+        refusal.detail,
+        service=service,
+        error_type=refusal.error_type,
     )
     return refusal, record
 
 
 def dead_letter(
     message: Message,
+    headers: Headers,
     reason: str,
     detail: str,
     *,
@@ -126,31 +167,8 @@ def dead_letter(
         "failed_at_ms": int(time.time() * 1000),
         "error_type": error_type,
         "service": service,
-        "headers": _headers(message),
+        "headers": [{"key": _text(name) or "", "value": value} for name, value in headers],
     }
-
-
-# `Message.headers()` of confluent-kafka 2.x does not check that each header name decodes: for
-# a name that is not UTF-8 it returns a list holding a NULL, with the UnicodeDecodeError still
-# set. Through the generic call protocol (as here) CPython turns that into a SystemError; a
-# plain `message.headers()` at a call site the 3.11 interpreter has specialised (after a few
-# calls) hands the broken list back instead, and reading it crashes the process (SIGSEGV).
-_read_headers = operator.methodcaller("headers")
-
-
-def _headers(message: Message) -> list[dict[str, Any]]:
-    try:
-        headers = _read_headers(message) or []
-    except (UnicodeDecodeError, ValueError, SystemError):
-        # A header name that is not UTF-8: the client returns none of the headers then. The
-        # key and the value are still kept. (The message must not be asked again: the client
-        # keeps the broken list and would return it.)
-        return []
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    return [
-        {"key": _text(name) or "", "value": value.encode() if isinstance(value, str) else value}
-        for name, value in pairs
-    ]
 
 
 def _text(value: str | None) -> str | None:
@@ -181,8 +199,11 @@ class DeadLetterSink:
         self._producer: Producer | None = None
 
     def refuse(self, message: Message, exc: BaseException) -> Refusal:
-        """Log, count and dead-letter `message`, refused with `exc`."""
-        refusal, record = refuse(self.service, message, exc)
+        """Log, count and dead-letter `message`, refused with `exc`.
+
+        For loops that never read the record's headers themselves (views, the log-sink).
+        """
+        refusal, record = refuse(self.service, message, header_pairs(message), exc)
         self.send(record, key=None)
         metrics.DEAD_LETTERS.labels(refusal.reason).inc()
         return refusal

@@ -110,6 +110,9 @@ def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
 
 _read_headers = operator.methodcaller("headers")
 
+# A record's headers as read once: (name, value) pairs.
+Headers = list[tuple[str, bytes | None]]
+
 
 def header_pairs(message: Message) -> list[tuple[str, bytes | None]]:
     """A record's headers as (name, bytes) pairs, whatever shape the client returned.
@@ -117,6 +120,10 @@ def header_pairs(message: Message) -> list[tuple[str, bytes | None]]:
     None at all when the client cannot decode them (a header name that is not UTF-8, written
     by a client that does not check): a record is never lost to its headers, and hookstream's
     own headers are only hints (a content type, a due time).
+
+    Call it once per record and pass the pairs on: after a failed read the client keeps a
+    broken list in the message and hands it back without an error the next time, and reading
+    that list crashes the process (confluent-kafka 2.x).
     """
     try:
         # Through methodcaller, not a plain call: for a name that is not UTF-8 the client

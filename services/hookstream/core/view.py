@@ -35,7 +35,7 @@ from hookstream.core.deadletter import (
     RejectedRecord,
     refuse,
 )
-from hookstream.core.kafka import admin_client, consumer_config
+from hookstream.core.kafka import admin_client, consumer_config, header_pairs
 from hookstream.core.settings import Settings
 from hookstream.core.webhooks import Principal, Webhook
 
@@ -234,7 +234,7 @@ class CompactedView(Generic[T]):
                 if self._dead_letters is not None:
                     self._dead_letters.refuse(message, exc)
                 else:
-                    refuse(self._topic, message, exc)  # logged only
+                    refuse(self._topic, message, header_pairs(message), exc)  # logged only
             self._next_offsets[message.partition() or 0] = (message.offset() or 0) + 1
             self._applied.notify_all()
 

@@ -23,6 +23,7 @@ from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
 from hookstream.core.deadletter import PROCESS_ERRORS, DeadLetterSink, refuse
 from hookstream.core.kafka import (
+    Headers,
     consume_batch,
     consumer_config,
     header_pairs,
@@ -181,12 +182,13 @@ class Router:
             log.warning("router: consume error: %s", error)
             return
         tally.events += 1
+        headers = header_pairs(message)  # once: see header_pairs
         try:
-            deliveries = self._deliveries(message)
+            deliveries = self._deliveries(message, headers)
         except PROCESS_ERRORS:
             raise
         except Exception as exc:
-            refusal, record = refuse("router", message, exc)
+            refusal, record = refuse("router", message, headers, exc)
             _produce(producer, self.topics.dlq, None, self.codec.encode("DeadLetter", record))
             tally.dead_letters[refusal.reason] += 1
             return
@@ -194,11 +196,11 @@ class Router:
             _produce(producer, self.topics.deliveries, key, value)
         tally.routed += len(deliveries)
 
-    def _deliveries(self, message: Message) -> list[tuple[bytes, bytes]]:
+    def _deliveries(self, message: Message, headers: Headers) -> list[tuple[bytes, bytes]]:
         """The encoded `deliveries` records of one `events` record, keyed by webhook id."""
         event = parse_event(
             message.value(),
-            header_pairs(message),
+            headers,
             self.codec,
             self.catalog,
             self.settings.max_payload_bytes,

@@ -33,7 +33,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from hookstream.core.codec import DecodeError, default_codec
 from hookstream.core.kafka import (
+    Headers,
     consume_batch,
     consumer_config,
     header_pairs,
@@ -55,6 +57,8 @@ class Fetched:
     # Which assignment of the partition this record belongs to: a finish reported after the
     # partition was revoked (and maybe re-assigned) must not move the new owner's offsets.
     epoch: int
+    # Its headers, read once here (see header_pairs): the sender must not read them again.
+    headers: Headers
     # Not due yet, but it has held its retry partition as long as its tier allows: append it
     # to the end of the same topic instead of attempting it.
     requeue: bool = False
@@ -64,14 +68,25 @@ class Fetched:
         return (self.message.topic() or "", self.message.partition() or 0)
 
 
-def due_at_ms(message: Message) -> int:
-    for key, value in header_pairs(message):
+def due_at_ms(headers: Headers) -> int:
+    for key, value in headers:
         if key == DUE_AT_HEADER and value:
             try:
                 return int(value)
             except ValueError:
                 return 0
     return 0
+
+
+def retry_due_at_ms(message: Message, headers: Headers) -> int:
+    """When a retry record is due: its header (read without decoding the record), or, for a
+    record whose headers the client could not read, the record's own `due_at_ms`."""
+    if any(key == DUE_AT_HEADER for key, _ in headers):
+        return due_at_ms(headers)
+    try:
+        return int(default_codec().decode("Retry", message.value() or b"")["due_at_ms"])
+    except DecodeError:
+        return 0  # not a retry record at all: the sender refuses it as soon as it is taken
 
 
 class Fetcher:
@@ -196,9 +211,10 @@ class Fetcher:
             if part in self._due or part not in self._trackers:
                 continue  # paused earlier in this batch, or no longer ours
             requeue = False
+            headers = header_pairs(message)
             max_hold = self._retry_topics.get(part[0])
             if max_hold is not None:
-                due = due_at_ms(message)
+                due = retry_due_at_ms(message, headers)
                 if due > now_ms:
                     until = min(due, _hold_limit_ms(message, max_hold))
                     if until > now_ms:
@@ -207,7 +223,7 @@ class Fetcher:
                     requeue = True
             self._trackers[part].started(message.offset() or 0)
             self._outstanding += 1
-            ready.append(Fetched(message, self._epochs[part], requeue))
+            ready.append(Fetched(message, self._epochs[part], headers, requeue))
         return ready
 
     def _hold(self, consumer: Consumer, part: Partition, offset: int, due_ms: int) -> None:

@@ -22,8 +22,14 @@ from prometheus_client import Counter
 
 from hookstream.core import eventloop, metrics, signing
 from hookstream.core.codec import Codec, default_codec
-from hookstream.core.deadletter import PROCESS_ERRORS, DeadLetterSink, dead_letter, refuse
-from hookstream.core.kafka import header_pairs
+from hookstream.core.deadletter import (
+    PROCESS_ERRORS,
+    DeadLetterSink,
+    RejectedRecord,
+    dead_letter,
+    refuse,
+)
+from hookstream.core.instants import MAX_UNIX_MS
 from hookstream.core.runner import (
     configure_logging,
     start_ops,
@@ -37,9 +43,9 @@ from hookstream.core.view import CompactedView, webhook_view
 from hookstream.core.webhooks import Webhook
 from hookstream.core.writer import KafkaWriter, Record
 from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclude, deferred
-from hookstream.sender.fetcher import Fetched, Fetcher
+from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
 from hookstream.sender.http import HttpSender
-from hookstream.sender.intake import decode_delivery
+from hookstream.sender.intake import INVALID_DELIVERY, decode_delivery
 from hookstream.sender.outcome import HttpResult, Outcome
 from hookstream.sender.signing_secrets import SigningSecrets
 from hookstream.sender.slots import WebhookSlots
@@ -155,8 +161,9 @@ class Sender:
             except PROCESS_ERRORS:
                 raise
             except Exception as exc:
-                refusal, record = refuse("sender", item.message, exc)
-                dlq = Record(self.topics.dlq, item.message.key(), self._encode_dead(record))
+                refusal, record = refuse("sender", item.message, item.headers, exc)
+                value = self.codec.encode("DeadLetter", record)
+                dlq = Record(self.topics.dlq, item.message.key(), value)
                 await self._produce([dlq])
                 metrics.DEAD_LETTERS.labels(refusal.reason).inc()
         except Exception as exc:
@@ -165,17 +172,17 @@ class Sender:
             return
         fetcher.finished(item)
 
-    def _encode_dead(self, record: dict[str, Any]) -> bytes:
-        return self.codec.encode("DeadLetter", record)
-
     async def _process(self, item: Fetched) -> None:
         message = item.message
         topic = message.topic() or ""
         if item.requeue:
             # Due later than its tier's delay (Retry-After): back to the end of the tier, so
-            # it does not hold up the records behind it. The record itself is unchanged.
+            # it does not hold up the records behind it. The record itself is unchanged,
+            # unless its due time is none: then it would circle its tier for ever.
+            if retry_due_at_ms(message, item.headers) > MAX_UNIX_MS:
+                raise RejectedRecord(INVALID_DELIVERY, "its due time lies beyond the year 9999")
             await self._produce(
-                [Record(topic, message.key(), message.value() or b"", header_pairs(message))]
+                [Record(topic, message.key(), message.value() or b"", item.headers)]
             )
             return
         record_name = "Delivery" if topic == self.topics.deliveries else "Retry"
@@ -198,7 +205,7 @@ class Sender:
             self._per_webhook.release(webhook_id)
         if conclusion.outcome not in (Outcome.SKIPPED, Outcome.REFUSED):
             self._answer_times.record(webhook_id, conclusion.attempt["duration_ms"] / 1000)
-        await self._produce(self._outputs(message, delivery, conclusion))
+        await self._produce(self._outputs(item, delivery, conclusion))
         _count(conclusion, delivery)
         _log_attempt(conclusion)
 
@@ -272,16 +279,19 @@ class Sender:
     def _signing_secrets(
         self, webhook: Webhook, now_ms: int
     ) -> tuple[list[str], HttpResult | None]:
-        """The plaintext secrets, or the failed attempt when they cannot be decrypted."""
+        """The plaintext secrets, or the failed attempt when they cannot be decrypted or
+        cannot sign."""
         try:
-            return self._secrets.get(webhook, now_ms), None
-        except SecretError as exc:
+            secrets = self._secrets.get(webhook, now_ms)
+            signing.check_secrets(secrets)
+            return secrets, None
+        except (SecretError, signing.UnusableSecretError) as exc:
             # Nothing goes out unsigned. A temporary failure: once the missing key is
-            # configured, the retries deliver.
+            # configured (or the secret rotated), the retries deliver.
             return [], HttpResult(status_code=None, duration_ms=0, error=f"not sent: {exc}")
 
     def _outputs(
-        self, message: Message, delivery: dict[str, object], conclusion: Conclusion
+        self, item: Fetched, delivery: dict[str, object], conclusion: Conclusion
     ) -> list[Record]:
         key = str(delivery["webhook_id"]).encode()
         encode = self.codec.encode
@@ -290,7 +300,8 @@ class Sender:
             out.append(self._retry_record(conclusion.retry_topic, key, conclusion.retry))
         if conclusion.dead_letter_reason is not None:
             record = dead_letter(
-                message,
+                item.message,
+                item.headers,
                 conclusion.dead_letter_reason,
                 conclusion.attempt["error"]
                 or f"HTTP {conclusion.attempt['status_code']} on attempt "
