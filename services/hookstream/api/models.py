@@ -35,6 +35,9 @@ def _printable(value: str) -> str:
             "must contain only printable characters; found U+{code}",
             {"code": f"{ord(found):04X}"},
         )
+    if value[:1] == " " or value[-1:] == " ":
+        # The router refuses such ids too: receivers strip them from the `webhook-id` header.
+        raise PydanticCustomError("edge_space", "must not start or end with a space")
     return value
 
 

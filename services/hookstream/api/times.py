@@ -8,10 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import overload
 
 from hookstream.api.errors import invalid
-from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso, utc_iso
+from hookstream.core.instants import (
+    MAX_UNIX_MS,
+    InvalidInstantError,
+    normalise_iso,
+    parse_iso,
+    utc_iso,
+)
 
-# Python's datetime covers years 1..9999; anything beyond is certainly a client mistake.
-_MAX_MS = 253_402_300_799_999
 # Unix milliseconds as text: ASCII digits only (str.isdigit() also takes "²" and "٣").
 _MS_TEXT = re.compile(r"-?[0-9]+", re.ASCII)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -54,14 +58,14 @@ def parse_instant(field: str, value: str | int | None) -> int | None:
         digits = text.lstrip("-").lstrip("0") or "0"
         # More digits than the largest instant has can only be out of range, and are not
         # converted: int() refuses text beyond 4,300 digits.
-        if len(digits) > len(str(_MAX_MS)):
+        if len(digits) > len(str(MAX_UNIX_MS)):
             raise invalid(field, "milliseconds since the Unix epoch out of range")
         return _in_range(field, -int(digits) if negative else int(digits))
     return _parse_iso(field, text)
 
 
 def _in_range(field: str, ms: int) -> int:
-    if not 0 <= ms <= _MAX_MS:
+    if not 0 <= ms <= MAX_UNIX_MS:
         raise invalid(field, "milliseconds since the Unix epoch out of range")
     return ms
 

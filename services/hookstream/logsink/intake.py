@@ -10,13 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from hookstream.core.codec import Codec
-from hookstream.core.deadletter import UNDECODABLE, RejectedRecord
+from hookstream.core.deadletter import UNDECODABLE, RejectedRecord, require_ids, require_unix_ms
 
 INVALID_ATTEMPT = "invalid_attempt"
 _ID_FIELDS = ("attempt_id", "delivery_id", "event_id", "webhook_id", "tenant_id", "event_type")
-MAX_ID_LENGTH = 256
-# The last millisecond of year 9999: beyond it no timestamp can be shown.
-MAX_UNIX_MS = 253_402_300_799_999
 
 
 def decode_attempt(codec: Codec, value: bytes | None) -> dict[str, Any]:
@@ -24,20 +21,12 @@ def decode_attempt(codec: Codec, value: bytes | None) -> dict[str, Any]:
     if value is None:
         raise RejectedRecord(UNDECODABLE, "the record has no value (a tombstone)")
     attempt = codec.decode("Attempt", value)
-    for name in _ID_FIELDS:
-        text = attempt[name]
-        if not text or len(text) > MAX_ID_LENGTH or not text.isprintable():
-            raise RejectedRecord(
-                INVALID_ATTEMPT, f"field {name!r} must be 1 to {MAX_ID_LENGTH} printable characters"
-            )
+    require_ids(attempt, _ID_FIELDS, INVALID_ATTEMPT)
     if attempt["attempt_number"] < 1:
         raise RejectedRecord(INVALID_ATTEMPT, "field 'attempt_number' must be 1 or more")
     if attempt["duration_ms"] < 0:
         raise RejectedRecord(INVALID_ATTEMPT, "field 'duration_ms' must not be negative")
-    for name in ("started_at_ms", "next_attempt_at_ms"):
-        moment = attempt.get(name)
-        if moment is not None and not 0 <= moment <= MAX_UNIX_MS:
-            raise RejectedRecord(INVALID_ATTEMPT, f"field {name!r} is out of range")
+    require_unix_ms(attempt, ("started_at_ms", "next_attempt_at_ms"), INVALID_ATTEMPT)
     return _storable(attempt)
 
 

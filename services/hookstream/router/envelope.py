@@ -15,7 +15,7 @@ import orjson
 
 from hookstream.core.catalog import Catalog, EventType, redact
 from hookstream.core.codec import Codec, DecodeError, decode_json_event
-from hookstream.core.deadletter import RejectedRecord
+from hookstream.core.deadletter import RejectedRecord, require_ids, require_unix_ms
 from hookstream.core.envelope import DELIVERY_ID_PREFIX, build_body, delivery_id
 from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso
 
@@ -30,9 +30,6 @@ RejectReason = Literal[
     "invalid_field",
 ]
 _TEXT_FIELDS = ("id", "type", "tenant_id")
-MAX_ID_LENGTH = 256
-# The last millisecond of year 9999, the end of what a datetime can represent.
-MAX_UNIX_MS = 253_402_300_799_999
 
 # The envelope helpers moved to core (the API builds deliveries too); re-exported for callers.
 __all__ = [
@@ -89,17 +86,10 @@ def parse_event(
     except DecodeError as exc:
         raise RejectedEvent(_decode_reason(str(exc)), str(exc)) from None
 
-    for name in _TEXT_FIELDS:
-        text = record.get(name)
-        if not isinstance(text, str) or not text:
-            raise RejectedEvent("invalid_field", f"event field {name!r} must be a non-empty string")
-        # The id becomes the `webhook-id` header and every one ends up in logs and the store:
-        # no control characters (a header cannot carry them) and a bounded length.
-        if len(text) > MAX_ID_LENGTH or not text.isprintable():
-            raise RejectedEvent(
-                "invalid_field",
-                f"event field {name!r} must be at most {MAX_ID_LENGTH} printable characters",
-            )
+    try:
+        require_ids(record, _TEXT_FIELDS, "invalid_field")
+    except RejectedRecord as exc:
+        raise RejectedEvent("invalid_field", f"event {exc.detail}") from None
     event_type: str = record["type"]
     if catalog.get(event_type) is None:
         raise RejectedEvent("unknown_event_type", f"{event_type!r} is not in the event catalog")
@@ -108,10 +98,10 @@ def parse_event(
         not isinstance(published_at_ms, int) or isinstance(published_at_ms, bool)
     ):
         raise RejectedEvent("invalid_field", "event field 'published_at_ms' must be an integer")
-    if published_at_ms is not None and not 0 <= published_at_ms <= MAX_UNIX_MS:
-        raise RejectedEvent(
-            "invalid_field", "event field 'published_at_ms' is out of range (Unix milliseconds)"
-        )
+    try:
+        require_unix_ms(record, ("published_at_ms",), "invalid_field")
+    except RejectedRecord as exc:
+        raise RejectedEvent("invalid_field", f"event {exc.detail}") from None
     return RoutedEvent(
         id=record["id"],
         type=event_type,
