@@ -14,14 +14,30 @@ from functools import lru_cache
 
 from standardwebhooks.webhooks import Webhook as _Signer
 
+from hookstream.core.deadletter import RejectedRecord
+
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
+
+
+class UnusableSecretError(ValueError):
+    """A secret the signer cannot sign with (empty, or not base64 after `whsec_`)."""
 
 
 @lru_cache(maxsize=4096)
 def _signer(secret: str) -> _Signer:
     # Building a signer base64-decodes the secret; cached so the hot path only does the HMAC.
-    return _Signer(secret)
+    try:
+        return _Signer(secret)
+    except Exception as exc:  # the library's own empty-secret error, or binascii's
+        raise UnusableSecretError(f"the signing secret cannot sign: {exc}") from None
+
+
+def check_secrets(secrets: Sequence[str]) -> None:
+    """Raise `UnusableSecretError` unless every secret can sign (a webhook record written by
+    hand may hold anything)."""
+    for secret in secrets:
+        _signer(secret)
 
 
 def signature_header(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
@@ -29,7 +45,13 @@ def signature_header(secrets: Sequence[str], msg_id: str, timestamp: int, body: 
     if not secrets:
         raise ValueError("at least one signing secret is required")
     # The library signs text; the body is UTF-8 JSON, so decoding and its re-encoding are exact.
-    payload = body.decode("utf-8")
+    try:
+        payload = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Only a hand-made delivery record gets here (the router and the API write JSON).
+        raise RejectedRecord(
+            "invalid_delivery", f"the body is not UTF-8, so it cannot be signed: {exc}"
+        ) from None
     when = datetime.fromtimestamp(timestamp, tz=UTC)
     return " ".join(_signer(secret).sign(msg_id, when, payload) for secret in secrets)
 
