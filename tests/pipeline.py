@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,11 @@ from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.core.webhooks import Principal, Webhook, WebhookSecret
-from tests.helpers import settings_env
+from tests.helpers import settings_env, wait_for
 
 CODEC = default_codec()
+# What every service logs once its /metrics, /healthz and /readyz listen (port 0: a free one).
+PROBE_PORT_LINE = re.compile(r"metrics and probes on port (\d+)")
 
 
 def make_webhook(
@@ -161,12 +165,92 @@ def read_topic(settings: Settings, topic: str, record: str | None) -> list[Any]:
         consumer.close()
 
 
+class TopicTail:
+    """Every record of `topic` from its beginning, read by one consumer kept open.
+
+    Cheaper than `read_topic` when a test polls a growing topic many times: each `poll` reads
+    only what arrived since the last one. Records are (message, decoded value or None).
+    """
+
+    def __init__(self, settings: Settings, topic: str, record: str) -> None:
+        self.topic = topic
+        self._record = record
+        self._consumer = Consumer(
+            consumer_config(
+                settings,
+                f"tail-{uuid.uuid4().hex[:8]}",
+                {"enable.auto.commit": False, "fetch.wait.max.ms": 10},
+            )
+        )
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self.records: list[tuple[Any, dict[str, Any] | None]] = []
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Every decoded record so far (tombstones left out), oldest first per partition."""
+        while True:
+            messages = self._consumer.consume(500, timeout=0.05)
+            if not messages:
+                break
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                value = message.value()
+                decoded = CODEC.decode(self._record, value) if value is not None else None
+                self.records.append((message, decoded))
+        return [decoded for _, decoded in self.records if decoded is not None]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def attempt_record(
+    delivery_id: str,
+    number: int,
+    *,
+    webhook_id: str,
+    tenant_id: str = "tenant_a",
+    event_type: str = "invoice.paid",
+    started_at_ms: int,
+    outcome: str = "success",
+    status_code: int | None = 200,
+    error: str | None = None,
+    response_body: str | None = None,
+    next_attempt_at_ms: int | None = None,
+    trigger: str = "scheduled",
+    body: bytes | None = None,
+    attempt_id: str | None = None,
+) -> dict[str, Any]:
+    """An `Attempt` record (delivery-log value) as a sender would log it."""
+    return {
+        "attempt_id": attempt_id or f"att_{delivery_id}_{number}_{trigger}",
+        "delivery_id": delivery_id,
+        "event_id": f"evt_{delivery_id}",
+        "webhook_id": webhook_id,
+        "tenant_id": tenant_id,
+        "event_type": event_type,
+        "attempt_number": number,
+        "trigger": trigger,
+        "url": f"https://hooks.example.com/{webhook_id}",
+        "started_at_ms": started_at_ms,
+        "duration_ms": 40 + number,
+        "status_code": status_code,
+        "outcome": outcome,
+        "error": error,
+        "response_body": response_body,
+        "next_attempt_at_ms": next_attempt_at_ms,
+        "webhook_disabled": status_code == 410,
+        "body": body,
+    }
+
+
 class Service:
     """One `hookstream run <name>` process, as an operator would start it."""
 
     def __init__(self, settings: Settings, name: str, log_dir: Path, **env: str) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self._ops_port: int | None = None
         environment = settings_env(settings)
         environment.update(env)
         self._log = self.log_path.open("wb")
@@ -190,6 +274,29 @@ class Service:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def ops_port(self, timeout: float = 60) -> int:
+        """The probe port the service chose (settings say 0: a free one) and logged."""
+
+        def logged() -> int | None:
+            assert self.alive(), f"{self.name} exited:\n{self.log()[-4000:]}"
+            match = PROBE_PORT_LINE.search(self.log())
+            return int(match.group(1)) if match else None
+
+        if self._ops_port is None:
+            self._ops_port = int(
+                wait_for(logged, timeout=timeout, what=f"{self.name}'s probe port")
+            )
+        return self._ops_port
+
+    def ready(self) -> bool:
+        """Whether the service answers its readiness probe with 200 now."""
+        try:
+            url = f"http://127.0.0.1:{self.ops_port()}/readyz"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
 
     def log(self) -> str:
         self._log.flush()

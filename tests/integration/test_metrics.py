@@ -8,7 +8,6 @@ poison event; each series of core/metrics.py must then have moved on the service
 from __future__ import annotations
 
 import http.client
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from tests.receiver import Behaviour, TestReceiver
 
 pytestmark = pytest.mark.integration
 
-PORT_LINE = re.compile(r"metrics and probes on port (\d+)")
 ADMIN_KEY = "metrics-admin-key-0123456789"
 TENANT = "tenant_metrics"
 EVENT_TYPE = "invoice.paid"
@@ -87,18 +85,6 @@ def scrape(port: int) -> Scrape:
     return Scrape(text)
 
 
-def ops_port(service: Service) -> int:
-    """The probe port the service chose (settings say 0: a free one) and logged."""
-
-    def logged() -> int | None:
-        assert service.alive(), f"{service.name} exited:\n{service.log()[-4000:]}"
-        match = PORT_LINE.search(service.log())
-        return int(match.group(1)) if match else None
-
-    port: int = wait_for(logged, timeout=60, what=f"{service.name}'s probe port")
-    return port
-
-
 def ready(port: int) -> bool:
     try:
         return get(port, "/readyz")[0] == 200
@@ -137,7 +123,7 @@ def stack(
     )
     create_topics(settings)
     started = {name: services(name, settings) for name in ("log-sink", "router", "sender", "api")}
-    ports = {name: ops_port(started[name]) for name in ("log-sink", "router", "sender")}
+    ports = {name: started[name].ops_port() for name in ("log-sink", "router", "sender")}
     ports["api"] = settings.api_port
     yield Stack(settings, Platform(settings), receiver, started, ports)
 
