@@ -18,13 +18,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient
 
 from bench.machine import ProcessSample, sample_process
-from hookstream import localkafka
-from hookstream.core.admin import create_topics
 from hookstream.core.codec import Codec
 from hookstream.core.kafka import producer_config
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
 from hookstream.core.webhooks import Webhook
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 
 BOOTSTRAP_ENV = "HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS"
 

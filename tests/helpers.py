@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from hookstream.core.settings import Settings, load_settings
-from hookstream.core.store.engine import normalize_url
+from hookstream.store.engine import normalize_url
 
 # The development database (deploy/dev/postgres.sh); its role may CREATEDB.
 DEFAULT_POSTGRES_URL = "postgresql://hookstream:hookstream@127.0.0.1:5432/hookstream"

@@ -11,10 +11,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hookstream import __version__, localkafka
+from hookstream import __version__
 from hookstream.client.commands import register as register_api_commands
 from hookstream.core.settings import Settings, SettingsError, load_settings
-from hookstream.supervisor import STOP_MARGIN, Child, SharedStderr, supervise
+from hookstream.tools import localkafka
+from hookstream.tools.supervisor import STOP_MARGIN, Child, SharedStderr, supervise
 
 
 def _settings() -> Settings:
@@ -57,7 +58,7 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
-        from hookstream.core.settings_reference import render
+        from hookstream.tools.settings_reference import render
 
         # The class's defaults and descriptions, not this environment's values.
         sys.stdout.write(render())
@@ -73,7 +74,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
-    from hookstream.core.admin import create_topics
+    from hookstream.tools.topics import create_topics
 
     settings = _settings()
     report = create_topics(settings)
@@ -111,28 +112,28 @@ def _run_api(settings: Settings) -> int:
 
 
 def _cmd_receiver(args: argparse.Namespace) -> int:
-    from hookstream import devreceiver
+    from hookstream.tools import receiver
 
-    state = devreceiver.ReceiverState(
+    state = receiver.ReceiverState(
         secrets=args.secret or [], status=args.status, fail_first=args.fail
     )
-    return devreceiver.run(state, args.host, args.port)
+    return receiver.run(state, args.host, args.port)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hookstream import demo
+    from hookstream.tools import demo
 
     return demo.run(Path(args.log_dir) if args.log_dir else None)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from hookstream import status
+    from hookstream.tools import status
 
     return status.run(_settings(), as_json=args.json, timeout=args.timeout)
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
-    from hookstream.core.store import migrate
+    from hookstream.store import migrate
 
     settings = _settings()
     migrate(settings.store_url)
@@ -141,7 +142,7 @@ def _cmd_store(args: argparse.Namespace) -> int:
 
 
 def _cmd_secrets(args: argparse.Namespace) -> int:
-    from hookstream.core.reencrypt import secrets_command
+    from hookstream.tools.reencrypt import secrets_command
 
     settings = _settings() if args.action == "reencrypt" else None
     return secrets_command(args.action, settings, kid=args.kid, dry_run=args.dry_run)

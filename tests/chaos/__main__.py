@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hookstream import localkafka
+from hookstream.tools import localkafka
 from tests.chaos.plan import full_plan
 from tests.chaos.run import chaos_settings, run_chaos
 from tests.helpers import fresh_store_url

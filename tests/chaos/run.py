@@ -13,15 +13,15 @@ from typing import Any, TextIO
 
 from sqlalchemy import create_engine, select
 
-from hookstream import localkafka
 from hookstream.client.http import ApiClient
-from hookstream.core.admin import create_topics
 from hookstream.core.settings import Settings
-from hookstream.core.store import Store
-from hookstream.core.store.engine import normalize_url
-from hookstream.core.store.schema import attempts
 from hookstream.core.topics import Topics
-from hookstream.status import Status, collect_status
+from hookstream.store import Store
+from hookstream.store.engine import normalize_url
+from hookstream.store.schema import attempts
+from hookstream.tools import localkafka
+from hookstream.tools.status import Status, collect_status
+from hookstream.tools.topics import create_topics
 from tests.chaos.fleet import Fleet
 from tests.chaos.load import Load
 from tests.chaos.plan import (

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hookstream.cli import main
-from hookstream.core.settings_reference import REGENERATE, missing_descriptions, render
+from hookstream.tools.settings_reference import REGENERATE, missing_descriptions, render
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

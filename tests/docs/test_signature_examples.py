@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from hookstream import localkafka
-from hookstream.core.admin import create_topics
 from hookstream.core.settings import Settings
 from hookstream.core.signing import headers as signed_headers
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 from tests.docs.processes import ExampleProcess, run_setup
 from tests.helpers import settings_for_test, wait_for
 from tests.pipeline import Platform, Service, make_webhook, read_topic

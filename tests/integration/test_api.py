@@ -18,12 +18,12 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from hookstream import localkafka
 from hookstream.api.app import create_app
 from hookstream.api.openapi import documented_routes
-from hookstream.core.admin import create_topics
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 from tests.helpers import fresh_store_url, settings_for_test, wait_for
 from tests.pipeline import Service, read_topic
 from tests.receiver import Behaviour, Received, TestReceiver

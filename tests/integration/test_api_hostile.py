@@ -38,11 +38,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hookstream import localkafka
 from hookstream.api.auth import KeyRing
 from hookstream.api.console.session import CSRF_FIELD, SESSION_COOKIE, Sessions
-from hookstream.core.admin import create_topics
 from hookstream.core.catalog import default_catalog
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 from tests.helpers import api_ready, fresh_store_url, settings_for_test, wait_for
 from tests.pipeline import Service
 

@@ -11,11 +11,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from hookstream import localkafka
 from hookstream.api.app import create_app
 from hookstream.api.openapi import build_document
-from hookstream.core.admin import create_topics
 from hookstream.core.settings import load_settings
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 from tests.helpers import api_ready, settings_for_test, wait_for
 from tests.pipeline import Service
 

@@ -7,11 +7,11 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from hookstream.core.admin import create_topics
 from hookstream.core.codec import MAGIC, default_codec
 from hookstream.core.kafka import consumer_config, producer_config
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
+from hookstream.tools.topics import create_topics
 
 pytestmark = pytest.mark.integration
 

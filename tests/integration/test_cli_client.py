@@ -21,9 +21,9 @@ from typing import IO, Any
 
 import pytest
 
-from hookstream import localkafka
-from hookstream.core.admin import create_topics
 from hookstream.core.settings import Settings
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 from tests.helpers import api_ready, settings_env, settings_for_test, wait_for
 from tests.pipeline import Service
 from tests.receiver import Behaviour, Received, TestReceiver

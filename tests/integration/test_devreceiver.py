@@ -8,8 +8,8 @@ import time
 import urllib.error
 import urllib.request
 
-from hookstream import localkafka
 from hookstream.core.signing import headers, new_secret
+from hookstream.tools import localkafka
 from tests.helpers import wait_for
 
 

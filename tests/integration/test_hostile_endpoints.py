@@ -35,11 +35,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from hookstream.core.admin import create_topics
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
 from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import Outcome, classify
+from hookstream.tools.topics import create_topics
 from tests.conftest import SettingsFactory
 from tests.helpers import wait_for
 from tests.pipeline import Platform, Service, make_webhook, read_topic

@@ -39,16 +39,16 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
-from hookstream.core.admin import create_topics
 from hookstream.core.catalog import matches
 from hookstream.core.codec import MAGIC, DecodeError
 from hookstream.core.secrets import load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
-from hookstream.core.store import Store
 from hookstream.core.topics import Topics
 from hookstream.core.webhooks import Principal, Webhook, WebhookSecret
 from hookstream.router.envelope import delivery_id
+from hookstream.store import Store
+from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
 from tests.helpers import STORE_BACKENDS, fresh_store_url
 from tests.pipeline import CODEC, Platform, Service, TopicTail, attempt_record, make_webhook

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hookstream import localkafka
+from hookstream.tools import localkafka
 
 pytestmark = pytest.mark.integration
 

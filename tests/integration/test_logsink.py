@@ -19,19 +19,19 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import Engine, Table, func, select
 
-from hookstream.core.admin import create_topics
 from hookstream.core.codec import default_codec
 from hookstream.core.kafka import admin_client, consumer_config
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
-from hookstream.core.store import Store
-from hookstream.core.store.derive import attempt_order
-from hookstream.core.store.engine import make_engine
-from hookstream.core.store.schema import attempts, deliveries, webhook_health
 from hookstream.core.topics import Topics
 from hookstream.core.webhooks import Webhook
 from hookstream.logsink.service import LOG_SINK_GROUP
 from hookstream.logsink.upkeep import DISABLED_EVENT_TYPE
+from hookstream.store import Store
+from hookstream.store.derive import attempt_order
+from hookstream.store.engine import make_engine
+from hookstream.store.schema import attempts, deliveries, webhook_health
+from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
 from tests.helpers import STORE_BACKENDS, fresh_store_url, wait_for
 from tests.pipeline import Platform, Service, attempt_record, make_webhook, read_topic

@@ -2,7 +2,7 @@
 
 One pipeline (router, sender, log-sink and api as processes) gets successes, a failing endpoint
 (retries, then a dead letter and an auto-disable), a slow endpoint (requests in flight) and a
-poison event; each series of core/metrics.py must then have moved on the service that owns it.
+poison event; each series of metrics modules must then have moved on the service that owns it.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hookstream import localkafka
-from hookstream.core.admin import create_topics
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.core.webhooks import Webhook
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
 from tests.helpers import wait_for
 from tests.pipeline import Platform, Service, make_webhook

@@ -25,13 +25,13 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from hookstream import localkafka
-from hookstream.core.admin import create_topics
 from hookstream.core.kafka import admin_client, consumer_config
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.core.webhooks import Webhook
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
 from tests.helpers import settings_for_test, wait_for
 from tests.pipeline import (

@@ -22,10 +22,10 @@ from typing import IO, Any
 
 import pytest
 
-from hookstream import localkafka
-from hookstream.core.admin import create_topics
 from hookstream.core.runner import FAILED_EXIT
 from hookstream.core.settings import Settings
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 from tests.conftest import SettingsFactory
 from tests.helpers import api_ready, settings_env, wait_for
 

@@ -25,15 +25,16 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import MetaData, create_engine, select
 
-from hookstream import localkafka
 from hookstream.core import reencrypt as reencrypt_module
-from hookstream.core.admin import admin_client, create_topics
-from hookstream.core.secrets import Keyring, generate_key, key_id_of, load_keyring, parse_keys
+from hookstream.core.keys import generate_key, parse_keys
+from hookstream.core.secrets import Keyring, key_id_of, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
-from hookstream.core.store.engine import normalize_url
 from hookstream.core.topics import Topics
 from hookstream.core.webhooks import Webhook
+from hookstream.store.engine import normalize_url
+from hookstream.tools import localkafka
+from hookstream.tools.topics import admin_client, create_topics
 from tests.helpers import (
     STORE_BACKENDS,
     TEST_ENCRYPTION_KEY,

@@ -24,7 +24,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from standardwebhooks.webhooks import Webhook as Verifier
 
-from hookstream.core.admin import create_topics
 from hookstream.core.kafka import consumer_config
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
@@ -33,6 +32,7 @@ from hookstream.core.webhooks import Webhook, WebhookSecret
 from hookstream.router.envelope import delivery_id
 from hookstream.sender.fetcher import SENDER_GROUP
 from hookstream.sender.service import OUTSTANDING_PER_SLOT
+from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
 from tests.helpers import settings_for_test, wait_for
 from tests.pipeline import CODEC, Platform, Service, make_webhook, read_topic

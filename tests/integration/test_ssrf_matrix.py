@@ -33,15 +33,15 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
-from hookstream import localkafka
 from hookstream.core import signing
-from hookstream.core.admin import create_topics
 from hookstream.core.destinations import IPAddress, check_url
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
 from hookstream.sender import http as sender_http
 from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import Outcome, classify
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 from tests.helpers import settings_for_test, wait_for
 from tests.pipeline import Platform, Service, make_webhook, read_topic
 

@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from hookstream.cli import main
-from hookstream.core.admin import create_topics
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
-from hookstream.status import collect_status
+from hookstream.tools.status import collect_status
+from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
 from tests.helpers import settings_env, wait_for
 from tests.pipeline import Platform, make_webhook

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from hookstream.core.store import Store
-from hookstream.core.store.engine import make_engine
+from hookstream.store import Store
+from hookstream.store.engine import make_engine
 from tests.helpers import STORE_BACKENDS, fresh_store_url
 
 

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import Engine, select
 
-from hookstream.core.store import Store
-from hookstream.core.store.schema import accepted_events
+from hookstream.store import Store
+from hookstream.store.schema import accepted_events
 
 T0 = 1_700_000_000_000
 WINDOW = 60_000

@@ -12,17 +12,17 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, delete, select
 
-from hookstream.core.store import (
+from hookstream.store import (
     DeliveryRow,
     InvalidCursorError,
     Store,
     UnsupportedStoreUrlError,
     migrate,
 )
-from hookstream.core.store.cursor import decode_cursor, encode_cursor
-from hookstream.core.store.engine import normalize_url
-from hookstream.core.store.schema import attempts, deliveries, metadata, webhook_health
-from hookstream.core.store.versioning import current_revision
+from hookstream.store.cursor import decode_cursor, encode_cursor
+from hookstream.store.engine import normalize_url
+from hookstream.store.schema import attempts, deliveries, metadata, webhook_health
+from hookstream.store.versioning import current_revision
 
 HOUR_MS = 60 * 60 * 1000
 T0 = 1_700_000_000_000

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from hookstream import localkafka
 from hookstream.cli import build_parser
+from hookstream.tools import localkafka
 
 ROOT = Path(__file__).resolve().parents[2]
 

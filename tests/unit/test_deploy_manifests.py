@@ -3,6 +3,7 @@ settings, scaling bounds and metric names are the ones the code has."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -18,16 +19,17 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic import SecretStr
 
-from hookstream import __version__, status
+from hookstream import __version__
 from hookstream.api.routes.ops import routes as api_ops_routes
 from hookstream.cli import SERVICES, build_parser
-from hookstream.core import metrics
+from hookstream.core.metrics import SERVICE_METRICS
 from hookstream.core.ops import OpsServer
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
 from hookstream.logsink.service import LOG_SINK_GROUP
 from hookstream.router.service import ROUTER_GROUP
 from hookstream.sender.fetcher import SENDER_GROUP
+from hookstream.tools import status
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -116,8 +118,15 @@ def containers() -> Iterator[tuple[Doc, Doc]]:
                 yield doc, container
 
 
+def _collectors() -> list[object]:
+    """Every series defined by a metrics module of core or a service."""
+    return [
+        value for name in SERVICE_METRICS for value in vars(importlib.import_module(name)).values()
+    ]
+
+
 def exposed_series() -> set[str]:
-    """Every sample name core/metrics.py exposes: counters as `_total`, histograms as
+    """Every sample name the metrics modules expose: counters as `_total`, histograms as
     `_bucket`, `_sum` and `_count`, gauges as themselves (read from the collectors)."""
     suffixes = {
         "counter": ("_total",),
@@ -126,7 +135,7 @@ def exposed_series() -> set[str]:
         "summary": ("_sum", "_count", ""),
     }
     names: set[str] = set()
-    for collector in vars(metrics).values():
+    for collector in _collectors():
         if isinstance(collector, MetricWrapperBase):
             for family in collector.describe():
                 names |= {family.name + suffix for suffix in suffixes[family.type]}
@@ -136,7 +145,7 @@ def exposed_series() -> set[str]:
 def family_names() -> set[str]:
     return {
         family.name
-        for collector in vars(metrics).values()
+        for collector in _collectors()
         if isinstance(collector, MetricWrapperBase)
         for family in collector.describe()
     }

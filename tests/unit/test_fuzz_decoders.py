@@ -27,13 +27,14 @@ from hookstream.api.errors import ApiError
 from hookstream.core import signing
 from hookstream.core.catalog import default_catalog
 from hookstream.core.codec import MAGIC, Codec, DecodeError, decode_json_event, default_codec
-from hookstream.core.secrets import Keyring, SecretError, parse_keys
-from hookstream.core.store.cursor import decode_cursor, encode_cursor
-from hookstream.core.store.errors import InvalidCursorError
+from hookstream.core.keys import parse_keys
+from hookstream.core.secrets import Keyring, SecretError
 from hookstream.core.webhooks import Principal, Webhook, WebhookSecret
 from hookstream.router.envelope import RejectedEvent, parse_event
 from hookstream.sender.attempt import DUE_AT_HEADER
 from hookstream.sender.fetcher import due_at_ms
+from hookstream.store.cursor import decode_cursor, encode_cursor
+from hookstream.store.errors import InvalidCursorError
 
 # Modest example counts keep the whole file within seconds; CI runs it on every push.
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hookstream import localkafka
+from hookstream.tools import localkafka
 
 
 def _fake_tool(folder: Path, name: str, script: str) -> None:

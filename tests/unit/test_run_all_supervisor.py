@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hookstream.supervisor import ERROR_QUOTE_LIMIT, Child, ErrorTail, SharedStderr, supervise
+from hookstream.tools.supervisor import ERROR_QUOTE_LIMIT, Child, ErrorTail, SharedStderr, supervise
 from tests.helpers import wait_for
 
 

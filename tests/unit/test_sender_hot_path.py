@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from hookstream.core import metrics
 from hookstream.core.secrets import Keyring, SecretError
 from hookstream.core.webhooks import Webhook
+from hookstream.sender import metrics
 from hookstream.sender.outcome import Outcome
 from hookstream.sender.service import _attempts_counter
 from hookstream.sender.signing_secrets import SigningSecrets

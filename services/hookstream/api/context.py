@@ -22,11 +22,11 @@ from hookstream.core.codec import Codec, default_codec
 from hookstream.core.deadletter import DeadLetterSink
 from hookstream.core.secrets import Keyring, load_keyring
 from hookstream.core.settings import Settings
-from hookstream.core.store import Store
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, ViewNotReadyError, principal_view, webhook_view
 from hookstream.core.webhooks import Principal, Webhook
 from hookstream.core.writer import KafkaWriter, Record, WriteFailedError, Written
+from hookstream.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from hookstream.api.context import API, Api
 from hookstream.api.errors import invalid, not_found
 from hookstream.api.models import DeliveryListQuery, TenantQuery
 from hookstream.api.times import parse_instant
-from hookstream.core.store import DeliveryDetail, InvalidCursorError, Page
 from hookstream.core.webhooks import Webhook
+from hookstream.store import DeliveryDetail, InvalidCursorError, Page
 
 
 def api_of(request: web.Request) -> Api:

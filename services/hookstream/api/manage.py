@@ -11,10 +11,10 @@ from dataclasses import replace
 
 from hookstream.api.context import Api
 from hookstream.api.lookup import webhook_in_scope
+from hookstream.api.metrics import API_WEBHOOK_WRITES
 from hookstream.api.models import WebhookCreate, WebhookUpdate
 from hookstream.api.times import now_ms
 from hookstream.api.validation import check_destination, check_subscription
-from hookstream.core.metrics import API_WEBHOOK_WRITES
 from hookstream.core.signing import new_secret
 from hookstream.core.webhooks import Webhook, WebhookSecret
 

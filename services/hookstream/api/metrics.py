@@ -1,4 +1,4 @@
-"""Request metrics for the API, labelled by route template so cardinality stays bounded."""
+"""The API's Prometheus series; requests labelled by route template so cardinality stays bounded."""
 
 from __future__ import annotations
 
@@ -6,8 +6,28 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from prometheus_client import Counter, Histogram
 
-from hookstream.core.metrics import API_REQUEST_DURATION, API_REQUESTS
+API_REQUESTS = Counter(
+    "hookstream_api_requests_total",
+    "Management API requests, by method, route template and status.",
+    ["method", "route", "status"],
+)
+API_REQUEST_DURATION = Histogram(
+    "hookstream_api_request_duration_seconds",
+    "Time to answer a management API request, by method and route template.",
+    ["method", "route"],
+)
+API_EVENTS = Counter(
+    "hookstream_api_events_total",
+    "Events received on POST /v1/events: published, or duplicate (not published again).",
+    ["result"],
+)
+API_WEBHOOK_WRITES = Counter(
+    "hookstream_api_webhook_writes_total",
+    "Webhook changes the API wrote to the webhooks topic, by action.",
+    ["action"],
+)
 
 UNMATCHED = "unmatched"
 

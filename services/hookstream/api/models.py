@@ -9,9 +9,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic_core import PydanticCustomError
 
 from hookstream.core.catalog import ALL_EVENTS, default_catalog
-from hookstream.core.store import DELIVERY_STATUSES, MAX_PAGE_SIZE
-from hookstream.core.store.cursor import decode_cursor
-from hookstream.core.store.errors import InvalidCursorError
+from hookstream.store import DELIVERY_STATUSES, MAX_PAGE_SIZE
+from hookstream.store.cursor import decode_cursor
+from hookstream.store.errors import InvalidCursorError
 
 MAX_GRACE_SECONDS = 7 * 24 * 3600
 # orjson writes at most 254 levels of nesting, and a delivery's body wraps `data` in one more.

@@ -16,8 +16,8 @@ from hookstream.api.models import (
 )
 from hookstream.api.times import iso
 from hookstream.core.secrets import Keyring, SecretError
-from hookstream.core.store import AttemptRow, DeliveryDetail, DeliveryRow, Health
 from hookstream.core.webhooks import Webhook
+from hookstream.store import AttemptRow, DeliveryDetail, DeliveryRow, Health
 
 log = logging.getLogger(__name__)
 

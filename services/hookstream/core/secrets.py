@@ -17,21 +17,18 @@ import base64
 import binascii
 import logging
 import os
-import re
 import secrets as _random
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from hookstream.core.keys import generate_key, parse_keys
+from hookstream.core.settings import Settings, SettingsError
 from hookstream.core.webhooks import Webhook, WebhookSecret
-
-if TYPE_CHECKING:
-    from hookstream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +36,12 @@ KEY_SETTING = "HOOKSTREAM_ENCRYPTION_KEY"
 ENV_SETTING = "HOOKSTREAM_ENV"
 PREFIX = "enc:"
 VERSION = "v1"
-KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 # Generated development keys get a unique id, so a value encrypted under another machine's (or
 # container's) development key fails as "unknown key id", not as a puzzling authentication error.
 DEV_KEY_PREFIX = "dev-"
 DEFAULT_DEV_KEY_FILE = Path("~/.cache/hookstream/dev-encryption-key")
-_KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _AAD_LABEL = b"hookstream webhook secret " + VERSION.encode()
 # Decrypted secrets kept per (webhook id, stored value): the sender signs with the same few
 # secrets over and over, so the hot path is a dictionary lookup.
@@ -67,51 +62,6 @@ class TamperedSecretError(SecretError):
 
 class MalformedSecretError(SecretError):
     pass
-
-
-def parse_keys(text: str) -> list[tuple[str, bytes]]:
-    """`kid:base64key[,kid:base64key...]` as (kid, key) pairs; the first is the active key.
-
-    Errors name the entry by position and key id only, never the key material.
-    """
-    keys: list[tuple[str, bytes]] = []
-    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
-    if not entries:
-        raise ValueError("expected kid:base64key entries, got nothing")
-    for number, entry in enumerate(entries, 1):
-        kid, sep, encoded = entry.partition(":")
-        kid = kid.strip()
-        if not sep:
-            raise ValueError(f"entry {number} is not kid:base64key")
-        if not _KEY_ID.fullmatch(kid):
-            raise ValueError(
-                f"entry {number}: the key id must be 1-64 of A-Z a-z 0-9 _ . - (no ':' or spaces)"
-            )
-        key = _decode_key(encoded.strip())
-        if key is None:
-            raise ValueError(f"key {kid!r} is not base64")
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"key {kid!r} is {len(key)} bytes; AES-256 needs {KEY_BYTES}")
-        if kid in (known for known, _ in keys):
-            raise ValueError(f"key id {kid!r} appears twice")
-        keys.append((kid, key))
-    return keys
-
-
-def _decode_key(encoded: str) -> bytes | None:
-    """Standard or URL-safe base64, padding optional."""
-    normalized = encoded.replace("-", "+").replace("_", "/")
-    try:
-        return base64.b64decode(normalized + "=" * (-len(normalized) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def generate_key(kid: str) -> str:
-    """A fresh `kid:base64key` entry for HOOKSTREAM_ENCRYPTION_KEY."""
-    if not _KEY_ID.fullmatch(kid):
-        raise ValueError("a key id is 1-64 of A-Z a-z 0-9 _ . -")
-    return f"{kid}:{base64.b64encode(_random.token_bytes(KEY_BYTES)).decode('ascii')}"
 
 
 def is_encrypted(value: str) -> bool:
@@ -229,8 +179,6 @@ def load_keyring(settings: Settings) -> Keyring:
     Production needs HOOKSTREAM_ENCRYPTION_KEY. Development without it uses a key generated
     once and kept in a file, shared by every service on the machine, with a loud warning.
     """
-    from hookstream.core.settings import SettingsError
-
     configured = settings.encryption_key.get_secret_value().strip()
     if configured:
         return Keyring(parse_keys(configured))

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from hookstream.core.secrets import parse_keys
+from hookstream.core.keys import parse_keys
 
 # Svix/SPEC default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h after the first attempt.
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (

@@ -19,7 +19,6 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from hookstream.core import metrics
 from hookstream.core.codec import Codec, default_codec
 from hookstream.core.deadletter import PROCESS_ERRORS, DeadLetterSink, ProcessError
 from hookstream.core.kafka import (
@@ -30,12 +29,13 @@ from hookstream.core.kafka import (
 )
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
-from hookstream.core.store import Store
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
 from hookstream.core.webhooks import Webhook
+from hookstream.logsink import metrics
 from hookstream.logsink.intake import decode_attempt
 from hookstream.logsink.upkeep import Upkeep
+from hookstream.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 import orjson
 from confluent_kafka import Producer
 
-from hookstream.core import metrics
 from hookstream.core.codec import Codec
 from hookstream.core.instants import utc_iso
 from hookstream.core.settings import Settings
-from hookstream.core.store import Store
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView
 from hookstream.core.webhooks import Webhook
+from hookstream.logsink import metrics
+from hookstream.store import Store
 
 log = logging.getLogger(__name__)
 

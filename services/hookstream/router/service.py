@@ -18,7 +18,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from hookstream.core import metrics
 from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
 from hookstream.core.deadletter import PROCESS_ERRORS, DeadLetterSink, refuse
@@ -31,11 +30,13 @@ from hookstream.core.kafka import (
     producer_config,
     with_lag_metrics,
 )
+from hookstream.core.metrics import DEAD_LETTERS
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, principal_view, webhook_view
 from hookstream.core.webhooks import Principal, Webhook
+from hookstream.router import metrics
 from hookstream.router.envelope import BodyShaper, delivery_id, parse_event
 from hookstream.router.matching import SubscriptionIndex
 
@@ -264,7 +265,7 @@ class _Tally:
         metrics.EVENTS_CONSUMED.inc(self.events)
         metrics.DELIVERIES_ROUTED.inc(self.routed)
         for reason, count in self.dead_letters.items():
-            metrics.DEAD_LETTERS.labels(reason).inc(count)
+            DEAD_LETTERS.labels(reason).inc(count)
 
 
 def _commit(producer: Producer) -> None:

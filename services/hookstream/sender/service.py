@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import Message
 from prometheus_client import Counter
 
-from hookstream.core import eventloop, metrics, signing
+from hookstream.core import eventloop, signing
 from hookstream.core.codec import Codec, default_codec
 from hookstream.core.deadletter import (
     PROCESS_ERRORS,
@@ -30,6 +30,7 @@ from hookstream.core.deadletter import (
     refuse,
 )
 from hookstream.core.instants import MAX_UNIX_MS
+from hookstream.core.metrics import DEAD_LETTERS
 from hookstream.core.runner import (
     configure_logging,
     start_ops,
@@ -42,6 +43,7 @@ from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
 from hookstream.core.webhooks import Webhook
 from hookstream.core.writer import KafkaWriter, Record
+from hookstream.sender import metrics
 from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclude, deferred
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
 from hookstream.sender.http import HttpSender
@@ -165,7 +167,7 @@ class Sender:
                 value = self.codec.encode("DeadLetter", record)
                 dlq = Record(self.topics.dlq, item.message.key(), value)
                 await self._produce([dlq])
-                metrics.DEAD_LETTERS.labels(refusal.reason).inc()
+                DEAD_LETTERS.labels(refusal.reason).inc()
         except Exception as exc:
             log.exception("sender: stopping: could not finish a record: %s", exc)
             self._failure = exc
@@ -345,7 +347,7 @@ def _count(conclusion: Conclusion, delivery: Mapping[str, Any]) -> None:
     if conclusion.retry is not None:
         metrics.RETRIES_SCHEDULED.labels(conclusion.retry["tier"]).inc()
     if conclusion.dead_letter_reason is not None:
-        metrics.DEAD_LETTERS.labels(conclusion.dead_letter_reason).inc()
+        DEAD_LETTERS.labels(conclusion.dead_letter_reason).inc()
 
 
 # Attempt outcomes logged at INFO; every attempt is logged at DEBUG.

@@ -14,7 +14,7 @@ from hookstream.api.lookup import api_of, delivery_in_scope, delivery_page, webh
 from hookstream.api.models import DeliveryListQuery
 from hookstream.api.present import delivery_detail_out, delivery_out
 from hookstream.api.resend import replay
-from hookstream.core.store import DELIVERY_STATUSES, Page
+from hookstream.store import DELIVERY_STATUSES, Page
 
 routes = web.RouteTableDef()
 

@@ -12,10 +12,10 @@ from hookstream.api.bodies import read_body, respond
 from hookstream.api.docs import operation
 from hookstream.api.errors import ApiError
 from hookstream.api.lookup import api_of
+from hookstream.api.metrics import API_EVENTS
 from hookstream.api.models import EventAccepted, EventPublish
 from hookstream.api.times import iso, normalize_iso, now_ms
 from hookstream.api.validation import check_event_type
-from hookstream.core.metrics import API_EVENTS
 from hookstream.core.writer import Record
 
 routes = web.RouteTableDef()

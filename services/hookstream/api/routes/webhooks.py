@@ -26,9 +26,9 @@ from hookstream.api.models import (
 )
 from hookstream.api.present import webhook_out
 from hookstream.api.times import now_ms
-from hookstream.core.store.cursor import decode_cursor, encode_cursor
-from hookstream.core.store.errors import InvalidCursorError
 from hookstream.core.webhooks import Webhook
+from hookstream.store.cursor import decode_cursor, encode_cursor
+from hookstream.store.errors import InvalidCursorError
 
 routes = web.RouteTableDef()
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO, TypeVar
 
-from hookstream import localkafka
 from hookstream.client import output
 from hookstream.client.commands import deliveries_list
 from hookstream.client.http import ApiCallError, ApiClient
-from hookstream.core.admin import create_topics
 from hookstream.core.settings import Settings, load_settings
+from hookstream.tools import localkafka
+from hookstream.tools.topics import create_topics
 
 # The same development-only key and private-target allowance as `make run`; the demo's API
 # listens on loopback only, whatever HOOKSTREAM_API_HOST says.

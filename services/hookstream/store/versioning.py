@@ -9,7 +9,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, Engine, func, select
 
-from hookstream.core.store.engine import make_engine, write_transaction
+from hookstream.store.engine import make_engine, write_transaction
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 

@@ -31,8 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hookstream.core.store.cursor import decode_cursor, encode_cursor
-from hookstream.core.store.derive import (
+from hookstream.store.cursor import decode_cursor, encode_cursor
+from hookstream.store.derive import (
     DELIVERY_STATUSES,
     FAILED,
     HealthState,
@@ -40,8 +40,8 @@ from hookstream.core.store.derive import (
     delivery_status,
     fold_health,
 )
-from hookstream.core.store.engine import make_engine, write_transaction
-from hookstream.core.store.rows import (
+from hookstream.store.engine import make_engine, write_transaction
+from hookstream.store.rows import (
     AttemptRow,
     DeliveryDetail,
     DeliveryRow,
@@ -49,8 +49,8 @@ from hookstream.core.store.rows import (
     Health,
     Page,
 )
-from hookstream.core.store.schema import accepted_events, attempts, deliveries, webhook_health
-from hookstream.core.store.versioning import migrate_engine
+from hookstream.store.schema import accepted_events, attempts, deliveries, webhook_health
+from hookstream.store.versioning import migrate_engine
 
 DAY_MS = 24 * 60 * 60 * 1000
 MAX_PAGE_SIZE = 1000

@@ -1,18 +1,18 @@
-"""Alembic environment; hookstream.core.store.versioning always supplies the connection."""
+"""Alembic environment; hookstream.store.versioning always supplies the connection."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
 
-from hookstream.core.store.schema import metadata
+from hookstream.store.schema import metadata
 
 
 def run_migrations() -> None:
     connection = context.config.attributes.get("connection")
     if context.is_offline_mode() or not isinstance(connection, Connection):
         raise RuntimeError(
-            "hookstream migrations run through hookstream.core.store.migrate(url), "
+            "hookstream migrations run through hookstream.store.migrate(url), "
             "not the alembic command line"
         )
     context.configure(

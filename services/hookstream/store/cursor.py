@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 
-from hookstream.core.store.errors import InvalidCursorError
+from hookstream.store.errors import InvalidCursorError
 
 # Far above any real cursor; bounds the work an attacker-supplied string can cause.
 MAX_CURSOR_LENGTH = 512

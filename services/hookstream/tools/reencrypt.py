@@ -31,7 +31,8 @@ from confluent_kafka import (
 
 from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.kafka import consumer_config, producer_config
-from hookstream.core.secrets import Keyring, SecretError, generate_key, load_keyring
+from hookstream.core.keys import generate_key
+from hookstream.core.secrets import Keyring, SecretError, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.webhooks import Webhook

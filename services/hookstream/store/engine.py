@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError
 
-from hookstream.core.store.errors import UnsupportedStoreUrlError
+from hookstream.store.errors import UnsupportedStoreUrlError
 
 # Long enough to ride out the log sink's batch commit or a retention batch in another process.
 SQLITE_BUSY_TIMEOUT_MS = 10_000

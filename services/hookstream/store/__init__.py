@@ -1,8 +1,8 @@
 """The SQL store behind the delivery log, replay and endpoint health (SQLite or PostgreSQL)."""
 
-from hookstream.core.store.derive import DELIVERY_STATUSES, delivery_status
-from hookstream.core.store.errors import InvalidCursorError, UnsupportedStoreUrlError
-from hookstream.core.store.rows import (
+from hookstream.store.derive import DELIVERY_STATUSES, delivery_status
+from hookstream.store.errors import InvalidCursorError, UnsupportedStoreUrlError
+from hookstream.store.rows import (
     AttemptRow,
     DeliveryDetail,
     DeliveryRow,
@@ -10,8 +10,8 @@ from hookstream.core.store.rows import (
     Health,
     Page,
 )
-from hookstream.core.store.store import MAX_PAGE_SIZE, Store
-from hookstream.core.store.versioning import migrate
+from hookstream.store.store import MAX_PAGE_SIZE, Store
+from hookstream.store.versioning import migrate
 
 __all__ = [
     "DELIVERY_STATUSES",
