@@ -20,9 +20,9 @@ from confluent_kafka.admin import AdminClient
 from bench.machine import ProcessSample, sample_process
 from hookstream.core.codec import Codec
 from hookstream.core.kafka import producer_config
+from hookstream.core.records import Webhook
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
-from hookstream.core.webhooks import Webhook
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 

@@ -17,8 +17,8 @@ import orjson
 
 from hookstream.core.codec import Codec
 from hookstream.core.envelope import EventHead, build_body, delivery_id
+from hookstream.core.records import Webhook, WebhookSecret
 from hookstream.core.signing import new_secret
-from hookstream.core.webhooks import Webhook, WebhookSecret
 
 API_VERSION = "v1"
 EVENT_TYPE = "invoice.paid"

@@ -19,10 +19,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from hookstream.core.codec import default_codec
 from hookstream.core.kafka import consumer_config, producer_config
+from hookstream.core.records import Principal, Webhook, WebhookSecret
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
-from hookstream.core.webhooks import Principal, Webhook, WebhookSecret
 from hookstream.tools import localkafka
 from tests.helpers import settings_env, wait_for
 

@@ -16,10 +16,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hookstream.core.records import Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
-from hookstream.core.webhooks import Webhook
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory

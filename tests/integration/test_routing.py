@@ -26,10 +26,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from hookstream.core.kafka import admin_client, consumer_config
+from hookstream.core.records import Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
-from hookstream.core.webhooks import Webhook
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory

@@ -28,8 +28,8 @@ from hookstream.core import signing
 from hookstream.core.catalog import default_catalog
 from hookstream.core.codec import MAGIC, Codec, DecodeError, decode_json_event, default_codec
 from hookstream.core.keys import parse_keys
+from hookstream.core.records import Principal, Webhook, WebhookSecret
 from hookstream.core.secrets import Keyring, SecretError
-from hookstream.core.webhooks import Principal, Webhook, WebhookSecret
 from hookstream.router.envelope import RejectedEvent, parse_event
 from hookstream.sender.attempt import DUE_AT_HEADER
 from hookstream.sender.fetcher import due_at_ms

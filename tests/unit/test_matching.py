@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hookstream.core.catalog import default_catalog, matches
-from hookstream.core.webhooks import Webhook
+from hookstream.core.records import Webhook
 from hookstream.router.matching import SubscriptionIndex
 
 

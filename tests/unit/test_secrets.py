@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hookstream.api.present import secret_hint
+from hookstream.core.records import Webhook, WebhookSecret
 from hookstream.core.secrets import (
     Keyring,
     MalformedSecretError,
@@ -24,7 +25,6 @@ from hookstream.core.secrets import (
     parse_keys,
 )
 from hookstream.core.settings import SettingsError, load_settings
-from hookstream.core.webhooks import Webhook, WebhookSecret
 
 KEY_1 = bytes(range(32))
 KEY_2 = bytes(range(100, 132))

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from hookstream.core.records import Webhook
 from hookstream.core.secrets import Keyring, SecretError
-from hookstream.core.webhooks import Webhook
 from hookstream.sender import metrics
 from hookstream.sender.outcome import Outcome
 from hookstream.sender.service import _attempts_counter

@@ -20,11 +20,11 @@ from hookstream.api.errors import unavailable
 from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
 from hookstream.core.deadletter import DeadLetterSink
+from hookstream.core.records import Principal, Webhook
 from hookstream.core.secrets import Keyring, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, ViewNotReadyError, principal_view, webhook_view
-from hookstream.core.webhooks import Principal, Webhook
 from hookstream.core.writer import KafkaWriter, Record, WriteFailedError, Written
 from hookstream.store import Store
 

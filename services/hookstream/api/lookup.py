@@ -10,7 +10,7 @@ from hookstream.api.context import API, Api
 from hookstream.api.errors import invalid, not_found
 from hookstream.api.models import DeliveryListQuery, TenantQuery
 from hookstream.api.times import parse_instant
-from hookstream.core.webhooks import Webhook
+from hookstream.core.records import Webhook
 from hookstream.store import DeliveryDetail, InvalidCursorError, Page
 
 

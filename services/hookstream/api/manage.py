@@ -15,8 +15,8 @@ from hookstream.api.metrics import API_WEBHOOK_WRITES
 from hookstream.api.models import WebhookCreate, WebhookUpdate
 from hookstream.api.times import now_ms
 from hookstream.api.validation import check_destination, check_subscription
+from hookstream.core.records import Webhook, WebhookSecret
 from hookstream.core.signing import new_secret
-from hookstream.core.webhooks import Webhook, WebhookSecret
 
 WEBHOOK_ID_PREFIX = "wh_"
 

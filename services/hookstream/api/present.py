@@ -15,8 +15,8 @@ from hookstream.api.models import (
     WebhookOut,
 )
 from hookstream.api.times import iso
+from hookstream.core.records import Webhook
 from hookstream.core.secrets import Keyring, SecretError
-from hookstream.core.webhooks import Webhook
 from hookstream.store import AttemptRow, DeliveryDetail, DeliveryRow, Health
 
 log = logging.getLogger(__name__)

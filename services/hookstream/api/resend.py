@@ -13,7 +13,7 @@ from hookstream.api.errors import ApiError, invalid
 from hookstream.api.models import Recover, Recovered, Replayed, TestSent
 from hookstream.api.times import iso, now_ms, parse_instant
 from hookstream.core.envelope import EventHead, build_body, delivery_id
-from hookstream.core.webhooks import Webhook
+from hookstream.core.records import Webhook
 from hookstream.core.writer import Record
 from hookstream.store import DeliveryDetail, DeliveryRow
 

@@ -27,8 +27,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hookstream.core.keys import generate_key, parse_keys
+from hookstream.core.records import Webhook, WebhookSecret
 from hookstream.core.settings import Settings, SettingsError
-from hookstream.core.webhooks import Webhook, WebhookSecret
 
 log = logging.getLogger(__name__)
 

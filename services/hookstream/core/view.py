@@ -36,8 +36,8 @@ from hookstream.core.deadletter import (
     refuse,
 )
 from hookstream.core.kafka import admin_client, consumer_config, header_pairs
+from hookstream.core.records import Principal, Webhook
 from hookstream.core.settings import Settings
-from hookstream.core.webhooks import Principal, Webhook
 
 log = logging.getLogger(__name__)
 

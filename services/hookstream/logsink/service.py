@@ -27,11 +27,11 @@ from hookstream.core.kafka import (
     producer_config,
     with_lag_metrics,
 )
+from hookstream.core.records import Webhook
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
-from hookstream.core.webhooks import Webhook
 from hookstream.logsink import metrics
 from hookstream.logsink.intake import decode_attempt
 from hookstream.logsink.upkeep import Upkeep

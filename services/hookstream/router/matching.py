@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hookstream.core.catalog import ALL_EVENTS
-from hookstream.core.webhooks import Webhook
+from hookstream.core.records import Webhook
 
 _CATEGORY_SUFFIX = ".*"
 # Event types are checked against the catalog before matching, so this bound is only a guard

@@ -31,11 +31,11 @@ from hookstream.core.kafka import (
     with_lag_metrics,
 )
 from hookstream.core.metrics import DEAD_LETTERS
+from hookstream.core.records import Principal, Webhook
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, principal_view, webhook_view
-from hookstream.core.webhooks import Principal, Webhook
 from hookstream.router import metrics
 from hookstream.router.envelope import BodyShaper, delivery_id, parse_event
 from hookstream.router.matching import SubscriptionIndex

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
+from hookstream.core.records import Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.topics import RetryTier, Topics
-from hookstream.core.webhooks import Webhook
 from hookstream.sender.outcome import HttpResult, Outcome, classify, retry_delay
 
 DUE_AT_HEADER = "hookstream-due-at-ms"

@@ -31,6 +31,7 @@ from hookstream.core.deadletter import (
 )
 from hookstream.core.instants import MAX_UNIX_MS
 from hookstream.core.metrics import DEAD_LETTERS
+from hookstream.core.records import Webhook
 from hookstream.core.runner import (
     configure_logging,
     start_ops,
@@ -41,7 +42,6 @@ from hookstream.core.secrets import SecretError, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
-from hookstream.core.webhooks import Webhook
 from hookstream.core.writer import KafkaWriter, Record
 from hookstream.sender import metrics
 from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclude, deferred

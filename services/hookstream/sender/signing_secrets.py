@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from hookstream.core.records import Webhook
 from hookstream.core.secrets import Keyring, is_encrypted
-from hookstream.core.webhooks import Webhook
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from hookstream.api.present import delivery_out, health_out, webhook_out
 from hookstream.api.resend import recover_failed, send_test
 from hookstream.api.times import now_ms
 from hookstream.core.catalog import ALL_EVENTS
-from hookstream.core.webhooks import Webhook
+from hookstream.core.records import Webhook
 from hookstream.store import Health, Store
 
 routes = web.RouteTableDef()

@@ -10,7 +10,7 @@ from hookstream.api.docs import operation
 from hookstream.api.errors import not_found
 from hookstream.api.lookup import api_of
 from hookstream.api.models import PrincipalOut, PrincipalPut
-from hookstream.core.webhooks import Principal
+from hookstream.core.records import Principal
 
 routes = web.RouteTableDef()
 

@@ -26,7 +26,7 @@ from hookstream.api.models import (
 )
 from hookstream.api.present import webhook_out
 from hookstream.api.times import now_ms
-from hookstream.core.webhooks import Webhook
+from hookstream.core.records import Webhook
 from hookstream.store.cursor import decode_cursor, encode_cursor
 from hookstream.store.errors import InvalidCursorError
 

@@ -1,4 +1,4 @@
-"""The webhook as every service sees it: a plain value decoded from the `webhooks` topic."""
+"""The value of every topic as a typed, frozen record: what services pass, and the Avro they exchange."""
 
 from __future__ import annotations
 
