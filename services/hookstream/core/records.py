@@ -1,4 +1,4 @@
-"""The value of every topic as a typed, frozen record: what services pass, and the Avro they exchange."""
+"""Every topic value as a typed, frozen record: what services pass around, and its Avro form."""
 
 from __future__ import annotations
 
