@@ -38,7 +38,8 @@ from cryptography.x509.oid import NameOID
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
 from hookstream.sender.http import HttpSender
-from hookstream.sender.outcome import Outcome, classify
+from hookstream.core.records import Outcome
+from hookstream.sender.outcome import classify
 from hookstream.tools.topics import create_topics
 from tests.conftest import SettingsFactory
 from tests.helpers import wait_for

@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestServer
 from hookstream.core import signing
 from hookstream.core.settings import Settings, load_settings
 from hookstream.sender.http import HttpSender
-from hookstream.sender.outcome import Outcome, classify
+from hookstream.core.records import Outcome
+from hookstream.sender.outcome import classify
 
 BODY = b'{"id":"evt_1","type":"webhook.test","data":{"test":true}}'
 BIG_BODY = b"x" * 100_000

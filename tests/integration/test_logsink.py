@@ -25,7 +25,7 @@ from hookstream.core.records import Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
-from hookstream.logsink.service import LOG_SINK_GROUP
+from hookstream.core.records import LOG_SINK_GROUP
 from hookstream.logsink.upkeep import DISABLED_EVENT_TYPE
 from hookstream.store import Store
 from hookstream.store.derive import attempt_order

@@ -30,7 +30,7 @@ from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.router.envelope import delivery_id
-from hookstream.sender.fetcher import SENDER_GROUP
+from hookstream.core.records import SENDER_GROUP
 from hookstream.sender.service import OUTSTANDING_PER_SLOT
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory

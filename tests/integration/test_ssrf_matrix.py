@@ -39,7 +39,8 @@ from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
 from hookstream.sender import http as sender_http
 from hookstream.sender.http import HttpSender
-from hookstream.sender.outcome import Outcome, classify
+from hookstream.core.records import Outcome
+from hookstream.sender.outcome import classify
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 from tests.helpers import settings_for_test, wait_for

@@ -26,9 +26,9 @@ from hookstream.core.metrics import SERVICE_METRICS
 from hookstream.core.ops import OpsServer
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
-from hookstream.logsink.service import LOG_SINK_GROUP
-from hookstream.router.service import ROUTER_GROUP
-from hookstream.sender.fetcher import SENDER_GROUP
+from hookstream.core.records import LOG_SINK_GROUP
+from hookstream.core.records import ROUTER_GROUP
+from hookstream.core.records import SENDER_GROUP
 from hookstream.tools import status
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -417,12 +417,6 @@ def test_keda_scales_router_and_sender_on_their_lag_within_their_partitions() ->
         assert all(isinstance(value, str) for value in meta.values())
         # KEDA owns the replica count: a fixed one would fight it on every apply.
         assert "replicas" not in deployments()[service]["spec"], service
-    # `hookstream status` names the same groups without importing the services.
-    assert (status.ROUTER_GROUP, status.SENDER_GROUP, status.LOG_SINK_GROUP) == (
-        ROUTER_GROUP,
-        SENDER_GROUP,
-        LOG_SINK_GROUP,
-    )
 
 
 # -- alerts and dashboard: metric names -------------------------------------------------------

@@ -20,6 +20,7 @@ from hookstream.core.deadletter import (
 )
 from hookstream.core.envelope import EventHead, build_body
 from hookstream.core.instants import MAX_UNIX_MS
+from hookstream.core.records import Delivery
 from hookstream.logsink.intake import decode_attempt
 from hookstream.sender.intake import decode_delivery
 from tests.unit.test_codec import ATTEMPT, DELIVERY
@@ -76,19 +77,19 @@ def test_unix_milliseconds_stay_within_what_a_timestamp_can_show(
 def test_a_delivery_no_attempt_can_carry_is_refused(change: dict[str, Any], detail: str) -> None:
     value = CODEC.encode("Delivery", {**DELIVERY, **change})
     with pytest.raises(RejectedRecord, match=detail) as refused:
-        decode_delivery(CODEC, "Delivery", value)
+        decode_delivery(CODEC, Delivery, value)
     assert refused.value.reason == "invalid_delivery"
 
 
 def test_a_good_delivery_and_a_replay_beyond_the_schedule_are_taken() -> None:
-    assert decode_delivery(CODEC, "Delivery", CODEC.encode("Delivery", DELIVERY))["attempt"] >= 1
+    assert decode_delivery(CODEC, Delivery, CODEC.encode("Delivery", DELIVERY)).attempt >= 1
     replay = CODEC.encode("Delivery", {**DELIVERY, "attempt": 99, "trigger": "manual"})
-    assert decode_delivery(CODEC, "Delivery", replay)["attempt"] == 99
+    assert decode_delivery(CODEC, Delivery, replay).attempt == 99
 
 
 def test_tombstones_and_garbage_are_undecodable() -> None:
     with pytest.raises(RejectedRecord) as tombstone:
-        decode_delivery(CODEC, "Delivery", None)
+        decode_delivery(CODEC, Delivery, None)
     assert tombstone.value.reason == "undecodable"
     with pytest.raises(DecodeError):
         decode_attempt(CODEC, b"garbage")
@@ -106,7 +107,7 @@ def test_an_attempt_no_row_can_carry_is_refused(change: dict[str, Any]) -> None:
 
 def test_a_stored_attempt_holds_no_nul() -> None:
     value = CODEC.encode("Attempt", {**ATTEMPT, "response_body": "a\x00b"})
-    assert decode_attempt(CODEC, value)["response_body"] == "a\ufffdb"
+    assert decode_attempt(CODEC, value).response_body == "a\ufffdb"
 
 
 def test_a_body_that_is_not_utf8_cannot_be_signed() -> None:

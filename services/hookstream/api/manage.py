@@ -22,7 +22,7 @@ WEBHOOK_ID_PREFIX = "wh_"
 
 
 async def _save(api: Api, webhook: Webhook, action: str) -> None:
-    value = api.codec.encode("Webhook", webhook.to_record())
+    value = api.codec.write(webhook)
     await api.write_through(api.webhooks, api.topics.webhooks, "webhook", webhook.id, value)
     API_WEBHOOK_WRITES.labels(action).inc()
 

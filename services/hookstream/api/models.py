@@ -9,7 +9,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic_core import PydanticCustomError
 
 from hookstream.core.catalog import ALL_EVENTS, default_catalog
-from hookstream.store import DELIVERY_STATUSES, MAX_PAGE_SIZE
+from hookstream.core.records import DeliveryStatus
+from hookstream.store import MAX_PAGE_SIZE
 from hookstream.store.cursor import decode_cursor
 from hookstream.store.errors import InvalidCursorError
 
@@ -126,9 +127,9 @@ TenantId = Annotated[
     Field(description="Tenant to act for; only with an admin key, or the key's own tenant"),
 ]
 Limit = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
-DeliveryStatus = Literal["succeeded", "retrying", "failed", "skipped"]
-# Spelled out for the type checker and the OpenAPI enum; kept in step with the store.
-assert frozenset(get_args(DeliveryStatus)) == DELIVERY_STATUSES
+StatusFilter = Literal["succeeded", "retrying", "failed", "skipped"]
+# Spelled out for the type checker and the OpenAPI enum; kept in step with the records.
+assert frozenset(get_args(StatusFilter)) == frozenset(DeliveryStatus)
 
 
 class Body(BaseModel):
@@ -214,7 +215,7 @@ class WebhookListQuery(TenantQuery):
 class DeliveryListQuery(WebhookListQuery):
     webhook_id: Ident | None = None
     event_type: Name | None = None
-    status: DeliveryStatus | None = None
+    status: StatusFilter | None = None
     since: Annotated[str, Field(description="ISO 8601 or Unix milliseconds")] | None = None
     until: Annotated[str, Field(description="ISO 8601 or Unix milliseconds")] | None = None
 

@@ -6,55 +6,25 @@ The actions here serve both the JSON routes and the console.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from hookstream.api.context import Api
 from hookstream.api.errors import ApiError, invalid
 from hookstream.api.models import Recover, Recovered, Replayed, TestSent
 from hookstream.api.times import iso, now_ms, parse_instant
 from hookstream.core.envelope import EventHead, build_body, delivery_id
-from hookstream.core.records import Webhook
+from hookstream.core.records import TEST_EVENT_TYPE, Delivery, Trigger, Webhook
 from hookstream.core.writer import Record
 from hookstream.store import DeliveryDetail, DeliveryRow
 
-TEST_EVENT_TYPE = "webhook.test"
 
-
-def delivery_record(
-    *,
-    delivery_id: str,
-    event_id: str,
-    event_type: str,
-    tenant_id: str,
-    webhook_id: str,
-    body: bytes,
-    attempt: int,
-    trigger: str,
-    now_ms: int,
-) -> dict[str, Any]:
-    return {
-        "delivery_id": delivery_id,
-        "event_id": event_id,
-        "event_type": event_type,
-        "tenant_id": tenant_id,
-        "webhook_id": webhook_id,
-        "body": body,
-        "attempt": attempt,
-        "trigger": trigger,
-        "due_at_ms": 0,
-        "created_at_ms": now_ms,
-        "first_attempt_at_ms": None,
-    }
-
-
-def replay_record(row: DeliveryRow, now_ms: int) -> dict[str, Any] | None:
+def replay_record(row: DeliveryRow, now_ms: int) -> Delivery | None:
     """A manual attempt of a logged delivery: same ids, so the same webhook-id header.
 
     None when the store no longer holds the body, which is the only thing that can be sent.
     """
     if row.body is None:
         return None
-    return delivery_record(
+    return Delivery(
         delivery_id=row.delivery_id,
         event_id=row.event_id,
         event_type=row.event_type,
@@ -62,18 +32,14 @@ def replay_record(row: DeliveryRow, now_ms: int) -> dict[str, Any] | None:
         webhook_id=row.webhook_id,
         body=row.body,
         attempt=row.attempt_count + 1,
-        trigger="manual",
-        now_ms=now_ms,
+        trigger=Trigger.MANUAL,
+        created_at_ms=now_ms,
     )
 
 
-def to_deliveries(api: Api, record: dict[str, Any]) -> Record:
+def to_deliveries(api: Api, delivery: Delivery) -> Record:
     # Keyed by webhook like the router's records, so one webhook's deliveries share a partition.
-    return Record(
-        api.topics.deliveries,
-        str(record["webhook_id"]).encode(),
-        api.codec.encode("Delivery", record),
-    )
+    return Record(api.topics.deliveries, delivery.webhook_id.encode(), api.codec.write(delivery))
 
 
 def require_enabled(webhook: Webhook) -> None:
@@ -94,7 +60,7 @@ async def send_test(api: Api, webhook: Webhook) -> TestSent:
     event = EventHead(
         id=f"evt_{uuid.uuid4().hex}", type=TEST_EVENT_TYPE, occurred_at=iso(now) or ""
     )
-    record = delivery_record(
+    delivery = Delivery(
         delivery_id=delivery_id(event.id, webhook.id),
         event_id=event.id,
         event_type=event.type,
@@ -102,11 +68,11 @@ async def send_test(api: Api, webhook: Webhook) -> TestSent:
         webhook_id=webhook.id,
         body=build_body(event, {"test": True}, api.settings.api_version),
         attempt=1,
-        trigger="test",
-        now_ms=now,
+        trigger=Trigger.TEST,
+        created_at_ms=now,
     )
-    await api.produce([to_deliveries(api, record)])
-    return TestSent(delivery_id=record["delivery_id"], event_id=event.id)
+    await api.produce([to_deliveries(api, delivery)])
+    return TestSent(delivery_id=delivery.delivery_id, event_id=event.id)
 
 
 async def recover_failed(api: Api, webhook: Webhook, window: Recover) -> Recovered:
@@ -118,9 +84,9 @@ async def recover_failed(api: Api, webhook: Webhook, window: Recover) -> Recover
         raise invalid("until", "must be later than since")
     failed = await api.blocking(api.store.failed_deliveries, webhook.id, since, until)
     now = now_ms()
-    records = [record for row in failed if (record := replay_record(row, now)) is not None]
-    await api.produce([to_deliveries(api, record) for record in records])
-    return Recovered(replayed=len(records), skipped=len(failed) - len(records))
+    replays = [delivery for row in failed if (delivery := replay_record(row, now)) is not None]
+    await api.produce([to_deliveries(api, delivery) for delivery in replays])
+    return Recovered(replayed=len(replays), skipped=len(failed) - len(replays))
 
 
 async def replay(api: Api, detail: DeliveryDetail) -> Replayed:
@@ -131,10 +97,10 @@ async def replay(api: Api, detail: DeliveryDetail) -> Replayed:
     if webhook is None:
         raise ApiError(409, "webhook_deleted", f"webhook {row.webhook_id} has been deleted")
     require_enabled(webhook)
-    record = replay_record(row, now_ms())
-    if record is None:
+    delivery = replay_record(row, now_ms())
+    if delivery is None:
         raise ApiError(
             409, "body_unavailable", f"the body of delivery {row.delivery_id} is no longer stored"
         )
-    await api.produce([to_deliveries(api, record)])
-    return Replayed(delivery_id=row.delivery_id, event_id=row.event_id, attempt=record["attempt"])
+    await api.produce([to_deliveries(api, delivery)])
+    return Replayed(delivery_id=row.delivery_id, event_id=row.event_id, attempt=delivery.attempt)

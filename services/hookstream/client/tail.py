@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, TextIO
 
+from hookstream.core.records import Attempt
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 
@@ -129,7 +130,7 @@ def tail(
                 if value is None:
                     continue
                 try:
-                    attempt = codec.decode("Attempt", value)
+                    attempt = codec.read(Attempt, value).to_record()
                 except Exception as exc:
                     print(
                         f"skipped a record at partition {message.partition()} offset "

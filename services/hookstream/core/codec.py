@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -23,7 +23,10 @@ from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso
+from hookstream.core.records import TopicRecord
 from hookstream.core.resources import schemas_dir
+
+_R = TypeVar("_R", bound=TopicRecord)
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -122,6 +125,20 @@ class Codec:
         if writer.name != name:
             raise DecodeError(f"expected a {name} record, got a {writer.name} record")
         return _read_body(data, writer, reader)
+
+    def write(self, record: TopicRecord) -> bytes:
+        """The Avro single-object encoding of a typed record, with its current schema."""
+        return self.encode(record.SCHEMA, record.to_record())
+
+    def read(self, kind: type[_R], data: bytes | None) -> _R:
+        """Decode a value of `kind`'s topic into a `kind`.
+
+        `DecodeError` says what is wrong with the bytes; `InvalidRecordError` names a decoded
+        value the type does not allow (an unknown trigger, say).
+        """
+        if data is None:
+            raise DecodeError("the record has no value (a tombstone)")
+        return kind.from_record(self.decode(kind.SCHEMA, data))  # type: ignore[return-value]
 
     def identify(self, data: bytes) -> str:
         """The record name a value was written as, without decoding its body."""

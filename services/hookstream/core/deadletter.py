@@ -23,6 +23,7 @@ from hookstream.core import metrics
 from hookstream.core.codec import Codec, DecodeError
 from hookstream.core.instants import MAX_UNIX_MS
 from hookstream.core.kafka import Headers, header_pairs, producer_config
+from hookstream.core.records import DeadLetter
 from hookstream.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,17 @@ class RejectedRecord(Exception):
         self.detail = detail
 
 
-def require_ids(record: Mapping[str, Any], names: Iterable[str], reason: str) -> None:
-    """Refuse `record` unless each named field is 1 to MAX_ID_LENGTH printable characters,
-    without spaces at either end: receivers strip those from a header value, and would then
-    verify the signature against another `webhook-id` than the one signed."""
+def _field(record: object, name: str) -> Any:
+    return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+
+
+def require_ids(record: object, names: Iterable[str], reason: str) -> None:
+    """Refuse `record` (a decoded mapping or a typed record) unless each named field is 1 to
+    MAX_ID_LENGTH printable characters without spaces at either end: receivers strip those
+    from a header value, and would then verify the signature against another `webhook-id`
+    than the one signed."""
     for name in names:
-        text = record.get(name)
+        text = _field(record, name)
         if not (
             isinstance(text, str)
             and 0 < len(text) <= MAX_ID_LENGTH
@@ -72,10 +78,10 @@ def require_ids(record: Mapping[str, Any], names: Iterable[str], reason: str) ->
             )
 
 
-def require_unix_ms(record: Mapping[str, Any], names: Iterable[str], reason: str) -> None:
+def require_unix_ms(record: object, names: Iterable[str], reason: str) -> None:
     """Refuse `record` unless each named field is absent (None) or a Unix ms in years 1970-9999."""
     for name in names:
-        moment = record.get(name)
+        moment = _field(record, name)
         if moment is not None and not 0 <= moment <= MAX_UNIX_MS:
             raise RejectedRecord(reason, f"field {name!r} is out of range (Unix milliseconds)")
 
@@ -110,7 +116,7 @@ class Refusal:
 
 def refuse(
     service: str, message: Message, headers: Headers, exc: BaseException
-) -> tuple[Refusal, dict[str, Any]]:
+) -> tuple[Refusal, DeadLetter]:
     """The boundary's verdict on `message`: why it was refused and its `DeadLetter` record.
 
     `headers` are the record's, as the loop read them (`core.kafka.header_pairs`, once).
@@ -149,26 +155,26 @@ def dead_letter(
     webhook_id: str | None = None,
     delivery_id: str | None = None,
     event_id: str | None = None,
-) -> dict[str, Any]:
+) -> DeadLetter:
     """A `DeadLetter` record for `message`, keeping its key, value and headers byte for byte."""
     key = message.key()
     value = message.value()
-    return {
-        "reason": reason,
-        "detail": _clip(detail, MAX_DETAIL),
-        "source_topic": message.topic() or "",
-        "source_partition": message.partition() or 0,
-        "source_offset": message.offset() or 0,
-        "key": key if isinstance(key, bytes) else None,
-        "value": value if isinstance(value, bytes) else b"",
-        "webhook_id": _text(webhook_id),
-        "delivery_id": _text(delivery_id),
-        "event_id": _text(event_id),
-        "failed_at_ms": int(time.time() * 1000),
-        "error_type": error_type,
-        "service": service,
-        "headers": [{"key": _text(name) or "", "value": value} for name, value in headers],
-    }
+    return DeadLetter(
+        reason=reason,
+        detail=_clip(detail, MAX_DETAIL),
+        source_topic=message.topic() or "",
+        source_partition=message.partition() or 0,
+        source_offset=message.offset() or 0,
+        key=key if isinstance(key, bytes) else None,
+        value=value if isinstance(value, bytes) else b"",
+        webhook_id=_text(webhook_id),
+        delivery_id=_text(delivery_id),
+        event_id=_text(event_id),
+        failed_at_ms=int(time.time() * 1000),
+        error_type=error_type,
+        service=service,
+        headers=tuple((_text(name) or "", value) for name, value in headers),
+    )
 
 
 def _text(value: str | None) -> str | None:
@@ -208,8 +214,8 @@ class DeadLetterSink:
         metrics.DEAD_LETTERS.labels(refusal.reason).inc()
         return refusal
 
-    def send(self, record: dict[str, Any], key: bytes | None) -> None:
-        value = self._codec.encode("DeadLetter", record)
+    def send(self, record: DeadLetter, key: bytes | None) -> None:
+        value = self._codec.write(record)
         producer = self._get()
         while True:
             try:

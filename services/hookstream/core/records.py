@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,8 @@ class WebhookSecret:
 
 @dataclass(frozen=True, slots=True)
 class Webhook:
+    SCHEMA: ClassVar[str] = "Webhook"
+
     id: str
     tenant_id: str
     name: str
@@ -80,6 +83,8 @@ class Webhook:
 class Principal:
     """A platform user who can own webhooks; permissions come from the platform."""
 
+    SCHEMA: ClassVar[str] = "Principal"
+
     id: str
     tenant_id: str
     permissions: frozenset[str]
@@ -94,3 +99,276 @@ class Principal:
             "tenant_id": self.tenant_id,
             "permissions": sorted(self.permissions),
         }
+
+
+# -- the vocabulary shared by every service ------------------------------------------------
+
+
+class Trigger(StrEnum):
+    """Why an attempt is made: the router's schedule, an operator's replay, or a test event."""
+
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+    TEST = "test"
+
+
+class Outcome(StrEnum):
+    """What one attempt came to (SPEC's outcome table)."""
+
+    SUCCESS = "success"
+    TEMPORARY_FAILURE = "temporary_failure"
+    PERMANENT_FAILURE = "permanent_failure"
+    EXHAUSTED = "exhausted"
+    SKIPPED = "skipped"
+    REFUSED = "refused"
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands, from its latest attempt's outcome."""
+
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+# A retry record's due time rides in this header too, so the sender can hold a record back
+# (and `hookstream status` can show what waits) without decoding it.
+DUE_AT_HEADER = "hookstream-due-at-ms"
+
+# The event type of test events (`POST /v1/webhooks/{id}/test`): its deliveries' trigger is `test`.
+TEST_EVENT_TYPE = "webhook.test"
+
+# Consumer group names, before `HOOKSTREAM_CONSUMER_GROUP_PREFIX`.
+ROUTER_GROUP = "router"
+SENDER_GROUP = "sender"
+LOG_SINK_GROUP = "log-sink"
+
+
+def due_at_header(due_at_ms: int) -> tuple[str, bytes]:
+    return DUE_AT_HEADER, str(due_at_ms).encode()
+
+
+def due_at_from_headers(headers: Iterable[tuple[str, bytes | None]]) -> int | None:
+    """The due time a retry record's header names; None without the header, 0 if unreadable."""
+    for key, value in headers:
+        if key == DUE_AT_HEADER:
+            try:
+                return int(value or b"")
+            except ValueError:
+                return 0
+    return None
+
+
+# -- one record type per topic value --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A domain event on the `events` topic. `data` is the JSON text of its data object."""
+
+    SCHEMA: ClassVar[str] = "Event"
+
+    id: str
+    type: str
+    tenant_id: str
+    occurred_at: str
+    data: str
+    published_at_ms: int | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "tenant_id": self.tenant_id,
+            "occurred_at": self.occurred_at,
+            "data": self.data,
+            "published_at_ms": self.published_at_ms,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Event:
+        return cls(
+            id=record["id"],
+            type=record["type"],
+            tenant_id=record["tenant_id"],
+            occurred_at=record["occurred_at"],
+            data=record["data"],
+            published_at_ms=record.get("published_at_ms"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event routed to one webhook (`deliveries`), with the exact body every attempt sends.
+
+    `attempt` is the number of the attempt this record asks for (1 = first).
+    """
+
+    SCHEMA: ClassVar[str] = "Delivery"
+
+    delivery_id: str
+    event_id: str
+    event_type: str
+    tenant_id: str
+    webhook_id: str
+    body: bytes
+    attempt: int
+    trigger: Trigger
+    created_at_ms: int
+
+    def retry(self, attempt: int, due_at_ms: int, tier: str) -> Retry:
+        """This delivery waiting in retry tier `tier` until `due_at_ms`, for attempt `attempt`."""
+        return Retry(
+            self.delivery_id,
+            self.event_id,
+            self.event_type,
+            self.tenant_id,
+            self.webhook_id,
+            self.body,
+            attempt,
+            self.trigger,
+            self.created_at_ms,
+            due_at_ms=due_at_ms,
+            tier=tier,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "delivery_id": self.delivery_id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "tenant_id": self.tenant_id,
+            "webhook_id": self.webhook_id,
+            "body": self.body,
+            "attempt": self.attempt,
+            "trigger": str(self.trigger),
+            # Deliveries are due at once; the field is there because Retry shares the names.
+            "due_at_ms": 0,
+            "created_at_ms": self.created_at_ms,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Delivery:
+        return cls(**_delivery_fields(record))
+
+
+@dataclass(frozen=True, slots=True)
+class Retry(Delivery):
+    """A delivery waiting in a retry tier topic: never sent before `due_at_ms`.
+
+    A Delivery itself, so the sender treats both alike. `tier` is the tier topic's suffix (5m).
+    """
+
+    SCHEMA: ClassVar[str] = "Retry"
+
+    due_at_ms: int
+    tier: str
+
+    def to_record(self) -> dict[str, Any]:
+        record = Delivery.to_record(self)
+        record["due_at_ms"] = self.due_at_ms
+        record["tier"] = self.tier
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Retry:
+        return cls(**_delivery_fields(record), due_at_ms=record["due_at_ms"], tier=record["tier"])
+
+
+def _delivery_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    trigger = record["trigger"]
+    try:
+        trigger = Trigger(trigger)
+    except ValueError:
+        raise InvalidRecordError(
+            f"trigger {trigger!r} is not one of {', '.join(sorted(Trigger))}"
+        ) from None
+    values = {name: record[name] for name in _DELIVERY_FIELDS}
+    values["trigger"] = trigger
+    return values
+
+
+_DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One HTTP delivery attempt, on `delivery-log`: read by the store and by analysts.
+
+    `outcome` is an `Outcome`, or the text of one a newer sender knows and this one does not.
+    `body` is set on a delivery's first attempt and on manual and test attempts.
+    """
+
+    SCHEMA: ClassVar[str] = "Attempt"
+
+    attempt_id: str
+    delivery_id: str
+    event_id: str
+    webhook_id: str
+    tenant_id: str
+    event_type: str
+    attempt_number: int
+    trigger: str
+    url: str
+    started_at_ms: int
+    duration_ms: int
+    outcome: str
+    status_code: int | None = None
+    error: str | None = None
+    response_body: str | None = None
+    next_attempt_at_ms: int | None = None
+    webhook_disabled: bool = False
+    body: bytes | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _ATTEMPT_FIELDS}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Attempt:
+        return cls(**{name: record[name] for name in _ATTEMPT_FIELDS if name in record})
+
+
+_ATTEMPT_FIELDS = tuple(f.name for f in fields(Attempt))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record a service refused (`dlq`), its key, value and headers kept byte for byte."""
+
+    SCHEMA: ClassVar[str] = "DeadLetter"
+
+    reason: str
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    value: bytes
+    failed_at_ms: int
+    key: bytes | None = None
+    webhook_id: str | None = None
+    delivery_id: str | None = None
+    event_id: str | None = None
+    error_type: str | None = None
+    service: str | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+    def to_record(self) -> dict[str, Any]:
+        record = {name: getattr(self, name) for name in _DEAD_LETTER_FIELDS}
+        record["headers"] = [{"key": key, "value": value} for key, value in self.headers]
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> DeadLetter:
+        values = {name: record[name] for name in _DEAD_LETTER_FIELDS if name in record}
+        headers = tuple((h["key"], h.get("value")) for h in record.get("headers") or ())
+        return cls(**values, headers=headers)
+
+
+_DEAD_LETTER_FIELDS = tuple(f.name for f in fields(DeadLetter) if f.name != "headers")
+
+TopicRecord = Event | Delivery | Retry | Attempt | DeadLetter | Webhook | Principal
+
+
+class InvalidRecordError(ValueError):
+    """A decoded record whose values its type does not allow; the message says which."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hookstream.core.records import Delivery, Retry
 from hookstream.core.settings import Settings
 
 
@@ -23,6 +24,11 @@ class RetryTier:
     index: int
     delay: float
     topic: str
+
+    @property
+    def name(self) -> str:
+        """The topic's suffix (`5m`), as retry records name their tier."""
+        return tier_name(self.delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,10 @@ class Topics:
             delivery_log=f"{p}delivery-log",
             retry_tiers=tiers,
         )
+
+    def delivery_type(self, topic: str) -> type[Delivery]:
+        """The record type of a topic the sender reads: `Delivery`, or `Retry` in a tier."""
+        return Delivery if topic == self.deliveries else Retry
 
     def tier_for_topic(self, topic: str) -> RetryTier | None:
         for tier in self.retry_tiers:

@@ -282,7 +282,7 @@ def webhook_view(
     on_change: ChangeHandler[Webhook] | None = None,
 ) -> CompactedView[Webhook]:
     def decode(value: bytes) -> Webhook:
-        return Webhook.from_record(codec.decode("Webhook", value))
+        return codec.read(Webhook, value)
 
     return CompactedView(settings, topic, decode, on_change, dead_letters, _webhook_id)
 
@@ -294,7 +294,7 @@ def principal_view(
     dead_letters: DeadLetterSink | None,
 ) -> CompactedView[Principal]:
     def decode(value: bytes) -> Principal:
-        return Principal.from_record(codec.decode("Principal", value))
+        return codec.read(Principal, value)
 
     return CompactedView(settings, topic, decode, None, dead_letters, _principal_id)
 

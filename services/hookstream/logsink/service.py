@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
@@ -27,7 +26,7 @@ from hookstream.core.kafka import (
     producer_config,
     with_lag_metrics,
 )
-from hookstream.core.records import Webhook
+from hookstream.core.records import LOG_SINK_GROUP, Attempt, Webhook
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
@@ -38,8 +37,6 @@ from hookstream.logsink.upkeep import Upkeep
 from hookstream.store import Store
 
 log = logging.getLogger(__name__)
-
-LOG_SINK_GROUP = "log-sink"
 
 
 class LogSink:
@@ -97,7 +94,7 @@ class LogSink:
         return batch
 
     def _write(self, store: Store, consumer: Consumer, batch: Sequence[Message]) -> None:
-        attempts: list[tuple[Message, dict[str, Any]]] = []
+        attempts: list[tuple[Message, Attempt]] = []
         for message in batch:
             error = message.error()
             if error is not None:
@@ -117,7 +114,7 @@ class LogSink:
         self.dead_letters.flush(30)
         self._commit(consumer, batch)
 
-    def _store(self, store: Store, attempts: list[tuple[Message, dict[str, Any]]]) -> None:
+    def _store(self, store: Store, attempts: list[tuple[Message, Attempt]]) -> None:
         """Store the batch in one transaction; if the store refuses it, find who it refuses.
 
         Part two of the boundary: a record the database refuses (a value out of a column's

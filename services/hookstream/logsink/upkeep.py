@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 
 from hookstream.core.codec import Codec
 from hookstream.core.instants import utc_iso
-from hookstream.core.records import Webhook
+from hookstream.core.records import Event, Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView
@@ -75,9 +75,7 @@ class Upkeep:
         reason = f"auto-disabled: every delivery attempt failed since {since}"
         updated = webhook.disabled(reason, now_ms)
         key = webhook.id.encode()
-        self.producer.produce(
-            self.topics.webhooks, key=key, value=self.codec.encode("Webhook", updated.to_record())
-        )
+        self.producer.produce(self.topics.webhooks, key=key, value=self.codec.write(updated))
         data = {
             "webhook_id": webhook.id,
             "name": webhook.name,
@@ -86,18 +84,16 @@ class Upkeep:
             "failing_since": since,
             "disabled_at": _iso(now_ms),
         }
-        event = {
-            "id": disabled_event_id(webhook.id, failing_since_ms),
-            "type": DISABLED_EVENT_TYPE,
-            "tenant_id": webhook.tenant_id,
-            "occurred_at": _iso(now_ms),
-            "data": orjson.dumps(data).decode(),
-            "published_at_ms": now_ms,
-        }
+        event = Event(
+            id=disabled_event_id(webhook.id, failing_since_ms),
+            type=DISABLED_EVENT_TYPE,
+            tenant_id=webhook.tenant_id,
+            occurred_at=_iso(now_ms),
+            data=orjson.dumps(data).decode(),
+            published_at_ms=now_ms,
+        )
         self.producer.produce(
-            self.topics.events,
-            key=webhook.tenant_id.encode(),
-            value=self.codec.encode("Event", event),
+            self.topics.events, key=webhook.tenant_id.encode(), value=self.codec.write(event)
         )
         # Both records must be durable before the store says this streak is handled.
         if self.producer.flush(30) != 0:

@@ -18,8 +18,8 @@ from hookstream.core.codec import Codec, DecodeError, decode_json_event
 from hookstream.core.deadletter import RejectedRecord, require_ids, require_unix_ms
 from hookstream.core.envelope import DELIVERY_ID_PREFIX, build_body, delivery_id
 from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso
+from hookstream.core.records import Event
 
-EVENT_RECORD = "Event"
 JSON_CONTENT_TYPE = "application/json"
 
 RejectReason = Literal[
@@ -82,7 +82,7 @@ def parse_event(
         if _is_json(headers):
             record = decode_json_event(value)
         else:
-            record = codec.decode(EVENT_RECORD, value)
+            record = codec.decode(Event.SCHEMA, value)
     except DecodeError as exc:
         raise RejectedEvent(_decode_reason(str(exc)), str(exc)) from None
 

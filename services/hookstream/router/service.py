@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
@@ -31,7 +30,14 @@ from hookstream.core.kafka import (
     with_lag_metrics,
 )
 from hookstream.core.metrics import DEAD_LETTERS
-from hookstream.core.records import Principal, Webhook
+from hookstream.core.records import (
+    ROUTER_GROUP,
+    TEST_EVENT_TYPE,
+    Delivery,
+    Principal,
+    Trigger,
+    Webhook,
+)
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
@@ -41,8 +47,6 @@ from hookstream.router.envelope import BodyShaper, delivery_id, parse_event
 from hookstream.router.matching import SubscriptionIndex
 
 log = logging.getLogger(__name__)
-
-ROUTER_GROUP = "router"
 
 
 class Router:
@@ -190,7 +194,7 @@ class Router:
             raise
         except Exception as exc:
             refusal, record = refuse("router", message, headers, exc)
-            _produce(producer, self.topics.dlq, None, self.codec.encode("DeadLetter", record))
+            _produce(producer, self.topics.dlq, None, self.codec.write(record))
             tally.dead_letters[refusal.reason] += 1
             return
         for key, value in deliveries:
@@ -213,7 +217,7 @@ class Router:
         if not matched:
             return []  # nothing to shape or encode for an event nobody subscribed to
         bodies = self.shaper.bodies(event, event_type)
-        trigger = "test" if event.type == "webhook.test" else "scheduled"
+        trigger = Trigger.TEST if event.type == TEST_EVENT_TYPE else Trigger.SCHEDULED
         created_at_ms = event.published_at_ms or int(time.time() * 1000)
         out: list[tuple[bytes, bytes]] = []
         for webhook in matched:
@@ -223,20 +227,18 @@ class Router:
             body = bodies.body_for(permissions)
             if body is None:
                 continue
-            delivery: dict[str, Any] = {
-                "delivery_id": delivery_id(event.id, webhook.id),
-                "event_id": event.id,
-                "event_type": event.type,
-                "tenant_id": event.tenant_id,
-                "webhook_id": webhook.id,
-                "body": body,
-                "attempt": 1,
-                "trigger": trigger,
-                "due_at_ms": 0,
-                "created_at_ms": created_at_ms,
-                "first_attempt_at_ms": None,
-            }
-            out.append((webhook.id.encode(), self.codec.encode("Delivery", delivery)))
+            delivery = Delivery(
+                delivery_id=delivery_id(event.id, webhook.id),
+                event_id=event.id,
+                event_type=event.type,
+                tenant_id=event.tenant_id,
+                webhook_id=webhook.id,
+                body=body,
+                attempt=1,
+                trigger=trigger,
+                created_at_ms=created_at_ms,
+            )
+            out.append((webhook.id.encode(), self.codec.write(delivery)))
         return out
 
     def _owner_permissions(self, webhook: Webhook) -> tuple[bool, frozenset[str] | None]:

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal
+from typing import Literal
 
-from hookstream.core.records import Webhook
+from hookstream.core.records import Attempt, Delivery, Outcome, Retry, Trigger, Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.topics import RetryTier, Topics
-from hookstream.sender.outcome import HttpResult, Outcome, classify, retry_delay
-
-DUE_AT_HEADER = "hookstream-due-at-ms"
+from hookstream.sender.outcome import HttpResult, classify, retry_delay
 
 
 class _Unchanged(Enum):
@@ -41,9 +38,9 @@ class Source:
 @dataclass(frozen=True, slots=True)
 class Conclusion:
     outcome: Outcome
-    attempt: dict[str, Any]
+    attempt: Attempt
     retry_topic: str | None = None
-    retry: dict[str, Any] | None = None
+    retry: Retry | None = None
     dead_letter_reason: str | None = None
     disabled_webhook: Webhook | None = None
 
@@ -55,7 +52,7 @@ def attempt_id(delivery_id: str, attempt: int, source: Source) -> str:
 
 
 def conclude(
-    delivery: Mapping[str, Any],
+    delivery: Delivery,
     source: Source,
     webhook: Webhook | None,
     result: HttpResult | None,
@@ -74,14 +71,14 @@ def conclude(
     disabled meanwhile keeps its reason.
     """
     current = webhook if webhook_now is UNCHANGED else webhook_now
-    number: int = delivery["attempt"]
+    number = delivery.attempt
     if result is None:
         outcome = Outcome.SKIPPED
         result = HttpResult(status_code=None, duration_ms=0, error=skip_reason)
     else:
         outcome = classify(result)
     retry_topic: str | None = None
-    retry: dict[str, Any] | None = None
+    retry: Retry | None = None
     next_attempt_at_ms: int | None = None
     dead_letter_reason: str | None = None
     disabled: Webhook | None = None
@@ -102,96 +99,45 @@ def conclude(
             tier = topics.retry_tiers[number - 1]
             next_attempt_at_ms = started_at_ms + result.duration_ms + round(delay * 1000)
             retry_topic = tier.topic
-            retry = _retry(
-                delivery,
-                tier,
-                attempt=number + 1,
-                due_at_ms=next_attempt_at_ms,
-                first_attempt_at_ms=delivery.get("first_attempt_at_ms") or started_at_ms,
-                previous_status_code=result.status_code,
-                previous_error=result.error,
-            )
+            retry = delivery.retry(number + 1, next_attempt_at_ms, tier.name)
     elif outcome is Outcome.PERMANENT_FAILURE:
         dead_letter_reason = "permanent_failure"
         # Already disabled (by its owner, or by a concurrent 410): its reason stays.
         if result.status_code == 410 and current is not None and current.enabled:
             disabled = current.disabled(
-                f"endpoint answered 410 Gone on delivery {delivery['delivery_id']}",
+                f"endpoint answered 410 Gone on delivery {delivery.delivery_id}",
                 started_at_ms + result.duration_ms,
             )
     elif outcome is Outcome.REFUSED:
         dead_letter_reason = "destination_refused"
 
-    attempt = {
-        "attempt_id": attempt_id(delivery["delivery_id"], number, source),
-        "delivery_id": delivery["delivery_id"],
-        "event_id": delivery["event_id"],
-        "webhook_id": delivery["webhook_id"],
-        "tenant_id": delivery["tenant_id"],
-        "event_type": delivery["event_type"],
-        "attempt_number": number,
-        "trigger": delivery["trigger"],
-        "url": webhook.url if webhook is not None else "",
-        "started_at_ms": started_at_ms,
-        "duration_ms": result.duration_ms,
-        "status_code": result.status_code,
-        "outcome": str(outcome),
-        "error": result.error,
-        "response_body": result.response_body,
-        "next_attempt_at_ms": next_attempt_at_ms,
-        "webhook_disabled": disabled is not None,
+    attempt = Attempt(
+        attempt_id=attempt_id(delivery.delivery_id, number, source),
+        delivery_id=delivery.delivery_id,
+        event_id=delivery.event_id,
+        webhook_id=delivery.webhook_id,
+        tenant_id=delivery.tenant_id,
+        event_type=delivery.event_type,
+        attempt_number=number,
+        trigger=delivery.trigger,
+        url=webhook.url if webhook is not None else "",
+        started_at_ms=started_at_ms,
+        duration_ms=result.duration_ms,
+        status_code=result.status_code,
+        outcome=outcome,
+        error=result.error,
+        response_body=result.response_body,
+        next_attempt_at_ms=next_attempt_at_ms,
+        webhook_disabled=disabled is not None,
         # Later attempts repeat the same bytes; the store keeps them from the first.
-        "body": delivery["body"] if number == 1 or delivery["trigger"] != "scheduled" else None,
-    }
+        body=delivery.body if number == 1 or delivery.trigger is not Trigger.SCHEDULED else None,
+    )
     return Conclusion(outcome, attempt, retry_topic, retry, dead_letter_reason, disabled)
 
 
-def deferred(delivery: Mapping[str, Any], tier: RetryTier, now_ms: int) -> dict[str, Any]:
+def deferred(delivery: Delivery, tier: RetryTier, now_ms: int) -> Retry:
     """The retry record that puts off an attempt not yet made (the slow lane was full).
 
     It asks for the same attempt number again, so deferring never uses up an attempt.
     """
-    return _retry(
-        delivery,
-        tier,
-        attempt=delivery["attempt"],
-        due_at_ms=now_ms + round(tier.delay * 1000),
-        first_attempt_at_ms=delivery.get("first_attempt_at_ms"),
-        previous_status_code=delivery.get("previous_status_code"),
-        previous_error=delivery.get("previous_error"),
-    )
-
-
-def _retry(
-    delivery: Mapping[str, Any],
-    tier: RetryTier,
-    *,
-    attempt: int,
-    due_at_ms: int,
-    first_attempt_at_ms: int | None,
-    previous_status_code: int | None,
-    previous_error: str | None,
-) -> dict[str, Any]:
-    return {
-        **_delivery_fields(delivery),
-        "attempt": attempt,
-        "due_at_ms": due_at_ms,
-        "first_attempt_at_ms": first_attempt_at_ms,
-        "tier": tier.topic.rsplit(".", 1)[-1],
-        "previous_status_code": previous_status_code,
-        "previous_error": previous_error,
-    }
-
-
-def _delivery_fields(delivery: Mapping[str, Any]) -> dict[str, Any]:
-    keys = (
-        "delivery_id",
-        "event_id",
-        "event_type",
-        "tenant_id",
-        "webhook_id",
-        "body",
-        "trigger",
-        "created_at_ms",
-    )
-    return {key: delivery[key] for key in keys}
+    return delivery.retry(delivery.attempt, now_ms + round(tier.delay * 1000), tier.name)

@@ -41,13 +41,12 @@ from hookstream.core.kafka import (
     header_pairs,
     with_lag_metrics,
 )
+from hookstream.core.records import SENDER_GROUP, InvalidRecordError, Retry, due_at_from_headers
 from hookstream.core.settings import Settings
-from hookstream.sender.attempt import DUE_AT_HEADER
 from hookstream.sender.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
 
-SENDER_GROUP = "sender"
 Partition = tuple[str, int]
 
 
@@ -68,24 +67,15 @@ class Fetched:
         return (self.message.topic() or "", self.message.partition() or 0)
 
 
-def due_at_ms(headers: Headers) -> int:
-    for key, value in headers:
-        if key == DUE_AT_HEADER and value:
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
-
-
 def retry_due_at_ms(message: Message, headers: Headers) -> int:
     """When a retry record is due: its header (read without decoding the record), or, for a
     record whose headers the client could not read, the record's own `due_at_ms`."""
-    if any(key == DUE_AT_HEADER for key, _ in headers):
-        return due_at_ms(headers)
+    due = due_at_from_headers(headers)
+    if due is not None:
+        return due
     try:
-        return int(default_codec().decode("Retry", message.value() or b"")["due_at_ms"])
-    except DecodeError:
+        return default_codec().read(Retry, message.value()).due_at_ms
+    except (DecodeError, InvalidRecordError):
         return 0  # not a retry record at all: the sender refuses it as soon as it is taken
 
 

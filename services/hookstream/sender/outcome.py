@@ -7,19 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
+
+from hookstream.core.records import Outcome
 
 # Only these statuses carry a Retry-After worth honouring (RFC 9110 §10.2.3 usage).
 RETRY_AFTER_STATUSES = frozenset({429, 503})
-
-
-class Outcome(StrEnum):
-    SUCCESS = "success"
-    TEMPORARY_FAILURE = "temporary_failure"
-    PERMANENT_FAILURE = "permanent_failure"
-    EXHAUSTED = "exhausted"
-    SKIPPED = "skipped"
-    REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Message
@@ -31,7 +31,7 @@ from hookstream.core.deadletter import (
 )
 from hookstream.core.instants import MAX_UNIX_MS
 from hookstream.core.metrics import DEAD_LETTERS
-from hookstream.core.records import Webhook
+from hookstream.core.records import Delivery, Outcome, Retry, Webhook, due_at_header
 from hookstream.core.runner import (
     configure_logging,
     start_ops,
@@ -44,11 +44,11 @@ from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, webhook_view
 from hookstream.core.writer import KafkaWriter, Record
 from hookstream.sender import metrics
-from hookstream.sender.attempt import DUE_AT_HEADER, Conclusion, Source, conclude, deferred
+from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
 from hookstream.sender.http import HttpSender
 from hookstream.sender.intake import INVALID_DELIVERY, decode_delivery
-from hookstream.sender.outcome import HttpResult, Outcome
+from hookstream.sender.outcome import HttpResult
 from hookstream.sender.signing_secrets import SigningSecrets
 from hookstream.sender.slots import WebhookSlots
 from hookstream.sender.slowlane import AnswerTimes, SlowLane
@@ -164,8 +164,7 @@ class Sender:
                 raise
             except Exception as exc:
                 refusal, record = refuse("sender", item.message, item.headers, exc)
-                value = self.codec.encode("DeadLetter", record)
-                dlq = Record(self.topics.dlq, item.message.key(), value)
+                dlq = Record(self.topics.dlq, item.message.key(), self.codec.write(record))
                 await self._produce([dlq])
                 DEAD_LETTERS.labels(refusal.reason).inc()
         except Exception as exc:
@@ -187,10 +186,9 @@ class Sender:
                 [Record(topic, message.key(), message.value() or b"", item.headers)]
             )
             return
-        record_name = "Delivery" if topic == self.topics.deliveries else "Retry"
-        delivery = decode_delivery(self.codec, record_name, message.value())
+        delivery = decode_delivery(self.codec, self.topics.delivery_type(topic), message.value())
         source = Source(topic, message.partition() or 0, message.offset() or 0)
-        webhook_id = str(delivery["webhook_id"])
+        webhook_id = delivery.webhook_id
         slow = self._answer_times.is_slow(webhook_id)
         if slow and (self._slow_lane.full() or self._per_webhook.queued(webhook_id)):
             await self._defer(message, delivery)
@@ -206,30 +204,27 @@ class Sender:
         finally:
             self._per_webhook.release(webhook_id)
         if conclusion.outcome not in (Outcome.SKIPPED, Outcome.REFUSED):
-            self._answer_times.record(webhook_id, conclusion.attempt["duration_ms"] / 1000)
+            self._answer_times.record(webhook_id, conclusion.attempt.duration_ms / 1000)
         await self._produce(self._outputs(item, delivery, conclusion))
         _count(conclusion, delivery)
         _log_attempt(conclusion)
 
-    async def _defer(self, message: Message, delivery: dict[str, Any]) -> None:
+    async def _defer(self, message: Message, delivery: Delivery) -> None:
         """Put off a slow webhook's delivery to the first retry tier, unattempted."""
         tier = self.topics.retry_tiers[0]
         retry = deferred(delivery, tier, int(time.time() * 1000))
         await self._produce([self._retry_record(tier.topic, message.key(), retry)])
         metrics.DELIVERIES_DEFERRED.inc()
 
-    def _retry_record(self, topic: str, key: bytes | None, retry: dict[str, Any]) -> Record:
+    def _retry_record(self, topic: str, key: bytes | None, retry: Retry) -> Record:
         # The due time rides in a header too, so the fetcher can hold a record back without
         # decoding it.
-        due = str(retry["due_at_ms"]).encode()
-        return Record(topic, key, self.codec.encode("Retry", retry), [(DUE_AT_HEADER, due)])
+        return Record(topic, key, self.codec.write(retry), [due_at_header(retry.due_at_ms)])
 
-    async def _attempt(self, delivery: dict[str, object], source: Source) -> Conclusion:
-        webhook_id = str(delivery["webhook_id"])
+    async def _attempt(self, delivery: Delivery, source: Source) -> Conclusion:
+        webhook_id = delivery.webhook_id
         webhook = self.webhooks.get(webhook_id)
-        created_at_ms = delivery["created_at_ms"]
-        assert isinstance(created_at_ms, int)
-        if webhook is None and self.webhooks.synced_at_ms <= created_at_ms:
+        if webhook is None and self.webhooks.synced_at_ms <= delivery.created_at_ms:
             # Created a moment before this delivery, perhaps, and not read yet: only a view
             # caught up since the delivery was made may say "deleted".
             loop = asyncio.get_running_loop()
@@ -249,11 +244,10 @@ class Sender:
             elif not secrets:
                 skip = "webhook has no valid signing secret"
             else:
-                body = delivery["body"]
-                assert isinstance(body, bytes)
+                body = delivery.body
                 headers = signing.headers(
                     secrets,
-                    str(delivery["event_id"]),
+                    delivery.event_id,
                     started_ms // 1000,
                     body,
                     self.settings.user_agent,
@@ -275,7 +269,7 @@ class Sender:
             skip_reason=skip,
             # The request may have taken a while: what follows it (e.g. disabling on 410)
             # applies to the webhook as it is now, not as it was when the request started.
-            webhook_now=self.webhooks.get(str(delivery["webhook_id"])),
+            webhook_now=self.webhooks.get(webhook_id),
         )
 
     def _signing_secrets(
@@ -292,12 +286,11 @@ class Sender:
             # configured (or the secret rotated), the retries deliver.
             return [], HttpResult(status_code=None, duration_ms=0, error=f"not sent: {exc}")
 
-    def _outputs(
-        self, item: Fetched, delivery: dict[str, object], conclusion: Conclusion
-    ) -> list[Record]:
-        key = str(delivery["webhook_id"]).encode()
-        encode = self.codec.encode
-        out = [Record(self.topics.delivery_log, key, encode("Attempt", conclusion.attempt))]
+    def _outputs(self, item: Fetched, delivery: Delivery, conclusion: Conclusion) -> list[Record]:
+        key = delivery.webhook_id.encode()
+        write = self.codec.write
+        attempt = conclusion.attempt
+        out = [Record(self.topics.delivery_log, key, write(attempt))]
         if conclusion.retry is not None and conclusion.retry_topic is not None:
             out.append(self._retry_record(conclusion.retry_topic, key, conclusion.retry))
         if conclusion.dead_letter_reason is not None:
@@ -305,17 +298,14 @@ class Sender:
                 item.message,
                 item.headers,
                 conclusion.dead_letter_reason,
-                conclusion.attempt["error"]
-                or f"HTTP {conclusion.attempt['status_code']} on attempt "
-                f"{conclusion.attempt['attempt_number']}",
-                webhook_id=str(delivery["webhook_id"]),
-                delivery_id=str(delivery["delivery_id"]),
-                event_id=str(delivery["event_id"]),
+                attempt.error or f"HTTP {attempt.status_code} on attempt {attempt.attempt_number}",
+                webhook_id=delivery.webhook_id,
+                delivery_id=delivery.delivery_id,
+                event_id=delivery.event_id,
             )
-            out.append(Record(self.topics.dlq, key, encode("DeadLetter", record)))
+            out.append(Record(self.topics.dlq, key, write(record)))
         if conclusion.disabled_webhook is not None:
-            webhook = conclusion.disabled_webhook
-            out.append(Record(self.topics.webhooks, key, encode("Webhook", webhook.to_record())))
+            out.append(Record(self.topics.webhooks, key, write(conclusion.disabled_webhook)))
         return out
 
     async def _produce(self, records: Sequence[Record]) -> None:
@@ -336,16 +326,16 @@ def _attempts_counter(outcome: Outcome, status_code: int | None) -> Counter:
     return counter
 
 
-def _count(conclusion: Conclusion, delivery: Mapping[str, Any]) -> None:
+def _count(conclusion: Conclusion, delivery: Delivery) -> None:
     attempt = conclusion.attempt
-    _attempts_counter(conclusion.outcome, attempt["status_code"]).inc()
+    _attempts_counter(conclusion.outcome, attempt.status_code).inc()
     if conclusion.outcome is not Outcome.SKIPPED:
-        metrics.REQUEST_DURATION.observe(attempt["duration_ms"] / 1000)
+        metrics.REQUEST_DURATION.observe(attempt.duration_ms / 1000)
     if conclusion.outcome is Outcome.SUCCESS:
-        finished_ms = attempt["started_at_ms"] + attempt["duration_ms"]
-        metrics.EVENT_TO_DELIVERY.observe(max(0, finished_ms - delivery["created_at_ms"]) / 1000)
+        finished_ms = attempt.started_at_ms + attempt.duration_ms
+        metrics.EVENT_TO_DELIVERY.observe(max(0, finished_ms - delivery.created_at_ms) / 1000)
     if conclusion.retry is not None:
-        metrics.RETRIES_SCHEDULED.labels(conclusion.retry["tier"]).inc()
+        metrics.RETRIES_SCHEDULED.labels(conclusion.retry.tier).inc()
     if conclusion.dead_letter_reason is not None:
         DEAD_LETTERS.labels(conclusion.dead_letter_reason).inc()
 
@@ -366,31 +356,31 @@ def _log_attempt(conclusion: Conclusion) -> None:
         return
     attempt = conclusion.attempt
     fields: dict[str, Any] = {
-        "event_id": attempt["event_id"],
-        "delivery_id": attempt["delivery_id"],
-        "webhook_id": attempt["webhook_id"],
-        "tenant_id": attempt["tenant_id"],
-        "event_type": attempt["event_type"],
-        "attempt_number": attempt["attempt_number"],
+        "event_id": attempt.event_id,
+        "delivery_id": attempt.delivery_id,
+        "webhook_id": attempt.webhook_id,
+        "tenant_id": attempt.tenant_id,
+        "event_type": attempt.event_type,
+        "attempt_number": attempt.attempt_number,
         "outcome": str(conclusion.outcome),
-        "status_code": attempt["status_code"],
-        "duration_ms": attempt["duration_ms"],
+        "status_code": attempt.status_code,
+        "duration_ms": attempt.duration_ms,
     }
-    if attempt["error"]:
-        fields["error"] = str(attempt["error"])[:_MAX_LOGGED_ERROR]
+    if attempt.error:
+        fields["error"] = attempt.error[:_MAX_LOGGED_ERROR]
     if conclusion.retry is not None:
-        fields["retry_tier"] = conclusion.retry["tier"]
-        fields["next_attempt_at_ms"] = conclusion.retry["due_at_ms"]
+        fields["retry_tier"] = conclusion.retry.tier
+        fields["next_attempt_at_ms"] = conclusion.retry.due_at_ms
     if conclusion.dead_letter_reason is not None:
         fields["dead_letter_reason"] = conclusion.dead_letter_reason
     if conclusion.disabled_webhook is not None:
         fields["webhook_disabled"] = True
-    status = attempt["status_code"]
+    status = attempt.status_code
     log.log(
         level,
         "sender: attempt %d of %s: %s (%s)",
-        attempt["attempt_number"],
-        attempt["delivery_id"],
+        attempt.attempt_number,
+        attempt.delivery_id,
         conclusion.outcome,
         f"HTTP {status}" if status is not None else "no response",
         extra=fields,

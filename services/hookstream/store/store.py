@@ -9,7 +9,7 @@ the same rows.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -31,10 +31,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from hookstream.core.records import Attempt, DeliveryStatus
 from hookstream.store.cursor import decode_cursor, encode_cursor
 from hookstream.store.derive import (
     DELIVERY_STATUSES,
-    FAILED,
     HealthState,
     attempt_order,
     delivery_status,
@@ -98,9 +98,9 @@ class Store:
 
     # -- writing --------------------------------------------------------------------------
 
-    def record_attempts(self, attempts_in: Sequence[Mapping[str, Any]]) -> None:
+    def record_attempts(self, attempts_in: Sequence[Attempt]) -> None:
         """Store a batch of delivery-log records in one transaction; safe to repeat."""
-        batch = list({attempt["attempt_id"]: attempt for attempt in attempts_in}.values())
+        batch = list({attempt.attempt_id: attempt for attempt in attempts_in}.values())
         if not batch:
             return
         with write_transaction(self._engine) as conn:
@@ -111,17 +111,16 @@ class Store:
             self._refresh_deliveries(conn, batch)
             self._refresh_health(conn, batch)
 
-    def _refresh_deliveries(self, conn: Connection, batch: list[Mapping[str, Any]]) -> None:
+    def _refresh_deliveries(self, conn: Connection, batch: list[Attempt]) -> None:
         bodies: dict[str, bytes] = {}
         for attempt in sorted(batch, key=attempt_order):
-            body = attempt.get("body")
-            if body is not None:
-                bodies.setdefault(attempt["delivery_id"], bytes(body))
+            if attempt.body is not None:
+                bodies.setdefault(attempt.delivery_id, bytes(attempt.body))
         values: list[dict[str, Any]] = []
-        for chunk in _chunks(sorted({attempt["delivery_id"] for attempt in batch})):
+        for chunk in _chunks(sorted({attempt.delivery_id for attempt in batch})):
             for row in conn.execute(_latest_attempts(chunk)):
                 derived = dict(row._mapping)
-                derived["status"] = delivery_status(derived.pop("outcome"))
+                derived["status"] = str(delivery_status(derived.pop("outcome")))
                 derived["body"] = bodies.get(derived["delivery_id"])
                 values.append(derived)
         stmt = self._insert(deliveries)
@@ -137,10 +136,10 @@ class Store:
             values,
         )
 
-    def _refresh_health(self, conn: Connection, batch: list[Mapping[str, Any]]) -> None:
-        by_webhook: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    def _refresh_health(self, conn: Connection, batch: list[Attempt]) -> None:
+        by_webhook: dict[str, list[Attempt]] = defaultdict(list)
         for attempt in batch:
-            by_webhook[attempt["webhook_id"]].append(attempt)
+            by_webhook[attempt.webhook_id].append(attempt)
         stored: dict[str, HealthState] = {}
         for chunk in _chunks(sorted(by_webhook)):
             query = (
@@ -365,7 +364,9 @@ class Store:
         """What "recover" replays: failed deliveries whose last attempt is in [since, until)."""
         d = deliveries.c
         query = select(deliveries).where(
-            d.webhook_id == webhook_id, d.status == FAILED, d.last_attempt_at_ms >= since_ms
+            d.webhook_id == webhook_id,
+            d.status == str(DeliveryStatus.FAILED),
+            d.last_attempt_at_ms >= since_ms,
         )
         if until_ms is not None:
             query = query.where(d.last_attempt_at_ms < until_ms)
@@ -414,9 +415,10 @@ class Store:
             return [FailingWebhook(**row._mapping) for row in conn.execute(query)]
 
 
-def _attempt_values(attempt: Mapping[str, Any]) -> dict[str, Any]:
-    values = {name: attempt.get(name) for name in _ATTEMPT_COLUMNS}
-    values["webhook_disabled"] = bool(values["webhook_disabled"])
+def _attempt_values(attempt: Attempt) -> dict[str, Any]:
+    values = {name: getattr(attempt, name) for name in _ATTEMPT_COLUMNS}
+    values["outcome"] = str(attempt.outcome)
+    values["trigger"] = str(attempt.trigger)
     return values
 
 

@@ -137,7 +137,7 @@ def reencrypt_webhooks(
 def _rewrite(codec: Codec, keyring: Keyring, value: bytes) -> tuple[bytes | None, str | None]:
     """(the record re-encrypted, None); (None, None) if already current; (None, problem)."""
     try:
-        webhook = Webhook.from_record(codec.decode("Webhook", value))
+        webhook = codec.read(Webhook, value)
     except (DecodeError, KeyError, TypeError, ValueError):
         return None, "undecodable"
     try:
@@ -147,7 +147,7 @@ def _rewrite(codec: Codec, keyring: Keyring, value: bytes) -> tuple[bytes | None
     if updated is webhook:
         return None, None
     # updated_at_ms stays: the webhook did not change, only how its secrets are stored.
-    return codec.encode("Webhook", updated.to_record()), None
+    return codec.write(updated), None
 
 
 def _consume(

@@ -41,16 +41,17 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from hookstream.core.codec import DecodeError, default_codec
 from hookstream.core.kafka import Headers, admin_client, consumer_config, header_pairs
+from hookstream.core.records import (
+    LOG_SINK_GROUP,
+    ROUTER_GROUP,
+    SENDER_GROUP,
+    DeadLetter,
+    due_at_from_headers,
+)
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import ViewNotReadyError, webhook_view
-from hookstream.sender.attempt import DUE_AT_HEADER
 
-# The services' group names (each prefixed with settings.consumer_group_prefix), as their own
-# modules define them; status does not import whole services to learn them (a test compares).
-ROUTER_GROUP = "router"
-SENDER_GROUP = "sender"
-LOG_SINK_GROUP = "log-sink"
 DISABLED_WINDOW_MS = 24 * 3600 * 1000
 # Up to this many offsets the dead-letter topic is read to count its records by reason.
 DLQ_READ_LIMIT = 20_000
@@ -325,7 +326,7 @@ def _tiers(
         due_times = [ms for (topic, _p), ms in due.items() if topic == tier.topic and ms]
         out.append(
             TierStatus(
-                tier=tier.topic.rsplit(".", 1)[-1],
+                tier=tier.name,
                 topic=tier.topic,
                 delay_seconds=tier.delay,
                 backlog=lag.lag if lag is not None else None,
@@ -418,12 +419,12 @@ def _dead_letters(
 
     def take(_key: Partition, message: Message) -> bool:
         try:
-            record = codec.decode("DeadLetter", message.value() or b"")
-        except DecodeError:
+            record = codec.read(DeadLetter, message.value() or b"")
+        except (DecodeError, KeyError, TypeError):
             reasons["(undecodable dead letter)"] += 1
             return True
-        reasons[str(record["reason"])] += 1
-        newest[:] = [max([*newest, int(record["failed_at_ms"])])]
+        reasons[record.reason] += 1
+        newest[:] = [max([*newest, record.failed_at_ms])]
         return True
 
     if _read(settings, wanted, timeout, take):
@@ -435,13 +436,8 @@ def _dead_letters(
 
 
 def _due_header(headers: Headers) -> int | None:
-    for name, value in headers:
-        if name == DUE_AT_HEADER and value:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    # A header that cannot be read says nothing about when the record is due.
+    return due_at_from_headers(headers) or None
 
 
 def _recently_disabled(

@@ -16,6 +16,7 @@ from hookstream.api.metrics import API_EVENTS
 from hookstream.api.models import EventAccepted, EventPublish
 from hookstream.api.times import iso, normalize_iso, now_ms
 from hookstream.api.validation import check_event_type
+from hookstream.core.records import Event
 from hookstream.core.writer import Record
 
 routes = web.RouteTableDef()
@@ -43,18 +44,17 @@ async def publish_event(request: web.Request) -> web.StreamResponse:
     check_event_type(api, body.type)
     now = now_ms()
     event_id = body.id or f"evt_{uuid.uuid4().hex}"
-    value = api.codec.encode(
-        "Event",
-        {
-            "id": event_id,
-            "type": body.type,
-            "tenant_id": tenant_id,
-            "occurred_at": normalize_iso("occurred_at", body.occurred_at)
+    value = api.codec.write(
+        Event(
+            id=event_id,
+            type=body.type,
+            tenant_id=tenant_id,
+            occurred_at=normalize_iso("occurred_at", body.occurred_at)
             if body.occurred_at is not None
             else iso(now),
-            "data": orjson.dumps(body.data).decode(),
-            "published_at_ms": now,
-        },
+            data=orjson.dumps(body.data).decode(),
+            published_at_ms=now,
+        )
     )
     # The router refuses records above this size, so the API refuses them first, visibly.
     limit = api.settings.max_payload_bytes

@@ -37,7 +37,7 @@ async def put_principal(request: web.Request) -> web.StreamResponse:
         if existing is not None and not who.sees(existing.tenant_id):
             raise not_found("principal", principal_id)
         principal = Principal(principal_id, tenant_id, frozenset(body.permissions))
-        value = api.codec.encode("Principal", principal.to_record())
+        value = api.codec.write(principal)
         await api.write_through(
             api.principals, api.topics.principals, "principal", principal_id, value
         )
