@@ -35,10 +35,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hookstream.core.records import Outcome
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
 from hookstream.sender.http import HttpSender
-from hookstream.core.records import Outcome
 from hookstream.sender.outcome import classify
 from hookstream.tools.topics import create_topics
 from tests.conftest import SettingsFactory

@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from hookstream.core import signing
+from hookstream.core.records import Outcome
 from hookstream.core.settings import Settings, load_settings
 from hookstream.sender.http import HttpSender
-from hookstream.core.records import Outcome
 from hookstream.sender.outcome import classify
 
 BODY = b'{"id":"evt_1","type":"webhook.test","data":{"test":true}}'

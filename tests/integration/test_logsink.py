@@ -21,11 +21,10 @@ from sqlalchemy import Engine, Table, func, select
 
 from hookstream.core.codec import default_codec
 from hookstream.core.kafka import admin_client, consumer_config
-from hookstream.core.records import Webhook
+from hookstream.core.records import LOG_SINK_GROUP, Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
-from hookstream.core.records import LOG_SINK_GROUP
 from hookstream.logsink.upkeep import DISABLED_EVENT_TYPE
 from hookstream.store import Store
 from hookstream.store.derive import attempt_order

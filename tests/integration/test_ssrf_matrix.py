@@ -35,11 +35,11 @@ from aiohttp.test_utils import TestServer
 
 from hookstream.core import signing
 from hookstream.core.destinations import IPAddress, check_url
+from hookstream.core.records import Outcome
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
 from hookstream.sender import http as sender_http
 from hookstream.sender.http import HttpSender
-from hookstream.core.records import Outcome
 from hookstream.sender.outcome import classify
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics

@@ -28,10 +28,15 @@ from hookstream.core import signing
 from hookstream.core.catalog import default_catalog
 from hookstream.core.codec import MAGIC, Codec, DecodeError, decode_json_event, default_codec
 from hookstream.core.keys import parse_keys
-from hookstream.core.records import Principal, Webhook, WebhookSecret
+from hookstream.core.records import (
+    DUE_AT_HEADER,
+    Principal,
+    Webhook,
+    WebhookSecret,
+    due_at_from_headers,
+)
 from hookstream.core.secrets import Keyring, SecretError
 from hookstream.router.envelope import RejectedEvent, parse_event
-from hookstream.core.records import DUE_AT_HEADER, due_at_from_headers
 from hookstream.store.cursor import decode_cursor, encode_cursor
 from hookstream.store.errors import InvalidCursorError
 

@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
-from hookstream.core.records import Webhook
+from hookstream.core.records import Outcome, Webhook
 from hookstream.core.secrets import Keyring, SecretError
 from hookstream.sender import metrics
-from hookstream.core.records import Outcome
 from hookstream.sender.service import _attempts_counter
 from hookstream.sender.signing_secrets import SigningSecrets
 from hookstream.sender.slots import WebhookSlots
