@@ -19,11 +19,11 @@ from hookstream.core.codec import (
     MAGIC,
     Codec,
     DecodeError,
-    decode_json_event,
     default_codec,
     schema_fingerprint,
 )
 from hookstream.core.resources import schemas_dir
+from hookstream.router.json_events import decode_json_event
 
 SCHEMAS = schemas_dir()
 

@@ -26,7 +26,7 @@ from hookstream.api.bodies import validated
 from hookstream.api.errors import ApiError
 from hookstream.core import signing
 from hookstream.core.catalog import default_catalog
-from hookstream.core.codec import MAGIC, Codec, DecodeError, decode_json_event, default_codec
+from hookstream.core.codec import MAGIC, Codec, DecodeError, default_codec
 from hookstream.core.keys import parse_keys
 from hookstream.core.records import (
     DUE_AT_HEADER,
@@ -37,6 +37,7 @@ from hookstream.core.records import (
 )
 from hookstream.core.secrets import Keyring, SecretError
 from hookstream.router.envelope import RejectedEvent, parse_event
+from hookstream.router.json_events import decode_json_event
 from hookstream.store.cursor import decode_cursor, encode_cursor
 from hookstream.store.errors import InvalidCursorError
 

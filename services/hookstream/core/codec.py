@@ -12,17 +12,14 @@ import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso
 from hookstream.core.records import TopicRecord
 from hookstream.core.resources import schemas_dir
 
@@ -220,70 +217,3 @@ def _encode_failure(schema: _Schema, record: Mapping[str, Any], exc: Exception) 
 def default_codec() -> Codec:
     """The process-wide codec over the installed schema folder."""
     return Codec.load()
-
-
-# --- JSON events -------------------------------------------------------------------------
-
-_EVENT_TEXT_FIELDS = ("id", "type", "tenant_id")
-
-
-def decode_json_event(data: bytes) -> dict[str, Any]:
-    """Decode an event sent as JSON into the same shape as a decoded Avro `Event`."""
-    try:
-        loaded = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"event is not valid JSON: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise DecodeError(f"event must be a JSON object, got {_json_kind(loaded)}")
-    event: dict[str, Any] = {field: _text_field(loaded, field) for field in _EVENT_TEXT_FIELDS}
-    event["occurred_at"] = _occurred_at(loaded.get("occurred_at"))
-    event["data"] = _data_text(loaded)
-    event["published_at_ms"] = None
-    return event
-
-
-def _text_field(event: Mapping[str, Any], field: str) -> str:
-    if field not in event:
-        raise DecodeError(f"event is missing field {field!r}")
-    value = event[field]
-    if not isinstance(value, str) or not value:
-        raise DecodeError(f"event field {field!r} must be a non-empty string")
-    return value
-
-
-def _occurred_at(value: Any) -> str:
-    if value is None:
-        return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    try:
-        if not isinstance(value, str):
-            parse_iso(value)  # raises, naming what the value is instead
-        return normalise_iso(value)
-    except InvalidInstantError as exc:
-        raise DecodeError(f"event field 'occurred_at' {exc}") from None
-
-
-def _data_text(event: Mapping[str, Any]) -> str:
-    if "data" not in event:
-        raise DecodeError("event is missing field 'data'")
-    payload = event["data"]
-    if not isinstance(payload, dict):
-        raise DecodeError(f"event field 'data' must be a JSON object, got {_json_kind(payload)}")
-    try:
-        return orjson.dumps(payload).decode()
-    except TypeError as exc:  # orjson reads 1024 levels of nesting but writes only 254
-        raise DecodeError(f"event field 'data' cannot be written as JSON: {exc}") from None
-
-
-def _json_kind(value: Any) -> str:
-    kinds: tuple[tuple[type, str], ...] = (
-        (bool, "a boolean"),
-        (dict, "an object"),
-        (list, "an array"),
-        (str, "a string"),
-        (int, "a number"),
-        (float, "a number"),
-    )
-    for kind, label in kinds:
-        if isinstance(value, kind):
-            return label
-    return "null"
