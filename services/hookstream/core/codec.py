@@ -1,4 +1,4 @@
-"""Avro single-object encoding for every topic value, and JSON decoding for JSON-sent events.
+"""Avro single-object encoding for every topic value.
 
 A value is `C3 01`, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's
 Parsing Canonical Form, then the Avro binary body. The fingerprint lets readers pick the exact
