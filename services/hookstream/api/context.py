@@ -18,13 +18,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hookstream.api.errors import unavailable
 from hookstream.core.catalog import Catalog, default_catalog
-from hookstream.core.codec import Codec, default_codec
-from hookstream.core.deadletter import DeadLetterSink
+from hookstream.core.codec import Codec
+from hookstream.core.context import ServiceContext
 from hookstream.core.records import Principal, Webhook
 from hookstream.core.secrets import Keyring, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
-from hookstream.core.view import CompactedView, ViewNotReadyError, principal_view, webhook_view
+from hookstream.core.view import CompactedView, ViewNotReadyError
 from hookstream.core.writer import KafkaWriter, Record, WriteFailedError, Written
 from hookstream.store import Store
 
@@ -41,10 +41,9 @@ VIEW_WAIT_THREADS = 16
 
 @dataclass(eq=False)
 class Api:
-    settings: Settings
-    codec: Codec
+    # Settings, codec, topics and dead letters, built as every service builds them.
+    context: ServiceContext
     catalog: Catalog
-    topics: Topics
     writer: KafkaWriter
     webhooks: CompactedView[Webhook]
     principals: CompactedView[Principal]
@@ -56,6 +55,18 @@ class Api:
     _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
     )
+
+    @property
+    def settings(self) -> Settings:
+        return self.context.settings
+
+    @property
+    def codec(self) -> Codec:
+        return self.context.codec
+
+    @property
+    def topics(self) -> Topics:
+        return self.context.topics
 
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (store, DNS) off the event loop."""
@@ -122,8 +133,9 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     # First: production without an encryption key stops here, before any connection.
     keyring = load_keyring(settings)
-    codec = default_codec()
-    topics = Topics.from_settings(settings)
+    # Its dead letters are the records of the views that cannot be applied; the api refuses
+    # nothing else from Kafka.
+    context = ServiceContext.build(settings, "api")
     store = await loop.run_in_executor(None, Store.open, settings.store_url)
     # librdkafka gives up on a record at about the time we answer 503, so a write the client
     # saw fail rarely lands later.
@@ -134,17 +146,13 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
         extra={"message.timeout.ms": timeout_ms, "linger.ms": 1},
         name="api-producer",
     ).start()
-    # Records of the views that cannot be applied; the api refuses nothing else from Kafka.
-    dead_letters = DeadLetterSink(settings, codec, topics.dlq, "api")
     # Started without waiting: /readyz reports them until they have read their topics.
     api = Api(
-        settings=settings,
-        codec=codec,
+        context=context,
         catalog=default_catalog(),
-        topics=topics,
         writer=writer,
-        webhooks=webhook_view(settings, codec, topics.webhooks, dead_letters).start(),
-        principals=principal_view(settings, codec, topics.principals, dead_letters).start(),
+        webhooks=context.webhook_view().start(),
+        principals=context.principal_view().start(),
         store=store,
         keyring=keyring,
     )
@@ -159,5 +167,5 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
             loop.run_in_executor(None, api.principals.stop),
             loop.run_in_executor(None, api.writer.close),
         )
-        await loop.run_in_executor(None, dead_letters.flush, 10.0)
+        await loop.run_in_executor(None, context.dead_letters.flush, 10.0)
         store.close()

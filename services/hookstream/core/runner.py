@@ -1,21 +1,35 @@
-"""Process plumbing shared by every service: logging, probes and a clean stop on SIGTERM."""
+"""Process plumbing shared by every service: logging, probes and a clean stop on SIGTERM.
+
+Two runners, one per kind of service: `run_until_signalled` runs a thread-based service
+(router, log-sink) in the main thread, `run_async_until_signalled` an asyncio one (sender)
+on the event loop of `core/eventloop.py`. Both hand the service a `stop` and a `ready` event,
+serve /metrics, /healthz and /readyz (ready once the service says so), tune the collector
+once it is ready, and turn an error of the service into one CRITICAL line and exit status 70.
+The API runs on `serve_until_signalled`, the asyncio runner's core: it serves its own probes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import FrameType
+from typing import Any
 
+from hookstream.core import eventloop
 from hookstream.core import logging as structured_logging
 from hookstream.core.ops import OpsServer
 from hookstream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# `target(stop, ready)`: returns once `stop` is set; sets `ready` once it works.
 ServiceLoop = Callable[[threading.Event, threading.Event], None]
+# `service(stop, ready)`: the same for an asyncio service; `ready` is thread-safe to set.
+AsyncService = Callable[[asyncio.Event, threading.Event], Coroutine[Any, Any, None]]
 
 
 # The cyclic garbage collector's first-generation threshold once a service runs (CPython's
@@ -62,17 +76,22 @@ def start_ops(settings: Settings, ready: threading.Event) -> OpsServer:
     return OpsServer(settings.metrics_host, settings.metrics_port, ready).start()
 
 
-def run_until_signalled(name: str, settings: Settings, target: ServiceLoop) -> int:
+def run_until_signalled(
+    name: str, settings: Settings, target: ServiceLoop, *, stopping: str = "stopping"
+) -> int:
     """Run `target(stop, ready)` in this thread; SIGTERM or SIGINT sets `stop`.
 
-    `ready` is set by the service once it is working; /readyz reports it.
+    `ready` is set by the service once it is working; /readyz reports it. The service
+    finishes its work in hand within `settings.shutdown_grace` once `stop` is set, and sets
+    `stop` itself when one of its threads dies (a view, say), then raises what stopped it.
+    Returns the exit status: 0, or `FAILED_EXIT` after the service's error is logged.
     """
     configure_logging(settings.log_level)
     stop = threading.Event()
     ready = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s: %s received, stopping", name, signal.Signals(signum).name)
+        log.info("%s: %s received, %s", name, signal.Signals(signum).name, stopping)
         stop.set()
 
     signal.signal(signal.SIGTERM, request_stop)
@@ -88,6 +107,57 @@ def run_until_signalled(name: str, settings: Settings, target: ServiceLoop) -> i
         ops.stop()
     log.info("%s: stopped", name)
     return 0
+
+
+def run_async_until_signalled(
+    name: str, settings: Settings, service: AsyncService, *, stopping: str = "stopping"
+) -> int:
+    """Run `service(stop, ready)` on a new event loop; SIGTERM or SIGINT sets `stop`.
+
+    As `run_until_signalled`, for asyncio services. An error reported by another thread
+    (a consumer thread, a view) must wake the service at once: such a thread sets an
+    `asyncio.Event` through `eventloop.threadsafe_set`, never a flag the loop polls.
+    """
+    configure_logging(settings.log_level)
+    ready = threading.Event()
+
+    async def main() -> None:
+        # Started on the loop, as the sender always did: a port already taken is the
+        # service's error (status 70), like any other at start.
+        ops = start_ops(settings, ready)
+        tune_collector_once_ready(ready)
+        try:
+            await serve_until_signalled(name, service, ready, stopping=stopping)
+        finally:
+            ready.clear()
+            ops.stop()
+
+    try:
+        eventloop.run(main())
+    except Exception as exc:
+        return stopped_by(name, exc)
+    log.info("%s: stopped", name)
+    return 0
+
+
+async def serve_until_signalled(
+    name: str, service: AsyncService, ready: threading.Event, *, stopping: str = "stopping"
+) -> None:
+    """Await `service(stop, ready)`, with SIGTERM and SIGINT setting `stop`; raise its error.
+
+    The core of `run_async_until_signalled`, without its probes and its exit status: for the
+    API, which serves its own probes and whose errors at start end the process uncaught.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def request_stop(signum: signal.Signals) -> None:
+        log.info("%s: %s received, %s", name, signum.name, stopping)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop, signum)
+    await service(stop, ready)
 
 
 # The exit status of a service stopped by an error of its own (EX_SOFTWARE).

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ChangeHandler = Callable[[str, T | None], None]
+DeathHandler = Callable[[BaseException], None]
 
 
 class ViewNotReadyError(Exception):
@@ -76,6 +77,9 @@ class CompactedView(Generic[T]):
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        # Told, on the view's thread, what stopped it: a service waits on this, not on a poll.
+        self._death_lock = threading.Lock()
+        self._on_death: list[DeathHandler] = []
         self._partitions: list[int] = []
         # End-offset queries for `sync`, made on the caller's thread with a client of their
         # own: the view's thread may sit in a 200 ms poll, which a sync should not wait out.
@@ -168,6 +172,18 @@ class CompactedView(Generic[T]):
                 self._error
             )
 
+    def when_dead(self, handler: DeathHandler) -> None:
+        """Call `handler(error)` once an error stops the view's thread (at once if one has).
+
+        It runs on the view's thread: a handler only signals (sets an event, wakes a loop).
+        """
+        with self._death_lock:
+            error = self._error
+            if error is None:
+                self._on_death.append(handler)
+                return
+        handler(error)
+
     def get(self, key: str) -> T | None:
         return self._items.get(key)
 
@@ -183,8 +199,12 @@ class CompactedView(Generic[T]):
             self._consume()
         except BaseException as exc:  # surfaced to the service through wait_ready
             log.exception("view of %s failed", self._topic)
-            self._error = exc
+            with self._death_lock:
+                self._error = exc
+                handlers = list(self._on_death)
             self._ready.set()
+            for handler in handlers:
+                handler(exc)
 
     def _consume(self) -> None:
         config = consumer_config(

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from hookstream.core.codec import Codec, default_codec
-from hookstream.core.deadletter import PROCESS_ERRORS, DeadLetterSink, ProcessError
+from hookstream.core.codec import Codec
+from hookstream.core.context import ServiceContext
+from hookstream.core.deadletter import PROCESS_ERRORS, ProcessError
 from hookstream.core.kafka import (
     consumer_config,
     next_offsets,
@@ -29,8 +30,7 @@ from hookstream.core.kafka import (
 from hookstream.core.records import LOG_SINK_GROUP, Attempt, Webhook
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
-from hookstream.core.topics import Topics
-from hookstream.core.view import CompactedView, webhook_view
+from hookstream.core.view import CompactedView
 from hookstream.logsink import metrics
 from hookstream.logsink.intake import decode_attempt
 from hookstream.logsink.upkeep import Upkeep
@@ -41,18 +41,19 @@ log = logging.getLogger(__name__)
 
 class LogSink:
     def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
+        self.context = ServiceContext.build(settings, "log-sink", codec)
         self.settings = settings
-        self.codec = codec or default_codec()
-        self.topics = Topics.from_settings(settings)
-        self.dead_letters = DeadLetterSink(settings, self.codec, self.topics.dlq, "log-sink")
-        self.webhooks: CompactedView[Webhook] = webhook_view(
-            settings, self.codec, self.topics.webhooks, self.dead_letters
-        )
+        self.codec = self.context.codec
+        self.topics = self.context.topics
+        self.dead_letters = self.context.dead_letters
+        self.webhooks: CompactedView[Webhook] = self.context.webhook_view()
         self.producer = Producer(producer_config(settings))
         self._owns_upkeep = False
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         store = Store.open(self.settings.store_url)
+        # A view that no longer follows its topic stops the log-sink (raised below).
+        self.webhooks.when_dead(lambda _error: stop.set())
         self.webhooks.start()
         consumer = Consumer(
             with_lag_metrics(
@@ -68,12 +69,12 @@ class LogSink:
             if ready is not None:
                 ready.set()
             while not stop.is_set():
-                self.webhooks.check()
                 batch = self._collect(consumer, stop)
                 if batch:
                     self._write(store, consumer, batch)
                 if self._owns_upkeep:
                     upkeep.run_if_due()
+            self.webhooks.check()
         finally:
             consumer.close()
             self.producer.flush(10)

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from hookstream.core.catalog import Catalog, default_catalog
-from hookstream.core.codec import Codec, default_codec
-from hookstream.core.deadletter import PROCESS_ERRORS, DeadLetterSink, refuse
+from hookstream.core.codec import Codec
+from hookstream.core.context import ServiceContext
+from hookstream.core.deadletter import PROCESS_ERRORS, refuse
 from hookstream.core.kafka import (
     Headers,
     consume_batch,
@@ -40,8 +41,7 @@ from hookstream.core.records import (
 )
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
-from hookstream.core.topics import Topics
-from hookstream.core.view import CompactedView, principal_view, webhook_view
+from hookstream.core.view import CompactedView
 from hookstream.router import metrics
 from hookstream.router.envelope import BodyShaper, delivery_id, parse_event
 from hookstream.router.matching import SubscriptionIndex
@@ -53,21 +53,18 @@ class Router:
     def __init__(
         self, settings: Settings, codec: Codec | None = None, catalog: Catalog | None = None
     ) -> None:
+        # View poison cannot go through the transactional producer (it arrives outside any
+        # transaction), so it goes to the context's sink.
+        self.context = ServiceContext.build(settings, "router", codec)
         self.settings = settings
-        self.codec = codec or default_codec()
+        self.codec = self.context.codec
         self.catalog = catalog or default_catalog()
-        self.topics = Topics.from_settings(settings)
+        self.topics = self.context.topics
         self.index = SubscriptionIndex()
         self.shaper = BodyShaper(self.catalog, settings.api_version)
-        # View poison cannot go through the transactional producer (it arrives outside any
-        # transaction), so it has a sink of its own.
-        self.dead_letters = DeadLetterSink(settings, self.codec, self.topics.dlq, "router")
-        self.webhooks: CompactedView[Webhook] = webhook_view(
-            settings, self.codec, self.topics.webhooks, self.dead_letters, self._webhook_changed
-        )
-        self.principals: CompactedView[Principal] = principal_view(
-            settings, self.codec, self.topics.principals, self.dead_letters
-        )
+        self.dead_letters = self.context.dead_letters
+        self.webhooks: CompactedView[Webhook] = self.context.webhook_view(self._webhook_changed)
+        self.principals: CompactedView[Principal] = self.context.principal_view()
 
     def _webhook_changed(self, webhook_id: str, webhook: Webhook | None) -> None:
         if webhook is None:
@@ -76,13 +73,17 @@ class Router:
             self.index.upsert(webhook)
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
-        self.webhooks.start()
-        self.principals.start()
+        for view in (self.webhooks, self.principals):
+            # A view that no longer follows its topic stops the router (raised below).
+            view.when_dead(lambda _error: stop.set())
+            view.start()
         try:
             self.webhooks.wait_ready()
             self.principals.wait_ready()
             log.info("router: %d webhooks loaded, routing", len(self.webhooks))
             self._route_until(stop, ready)
+            self.webhooks.check()
+            self.principals.check()
         finally:
             self.webhooks.stop()
             self.principals.stop()

@@ -87,12 +87,18 @@ class Fetcher:
         retry_topics: Mapping[str, float],
         deliver: Callable[[list[Fetched]], None],
         max_outstanding: int,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
-        """`retry_topics` maps each retry topic to the longest its head may hold it (seconds)."""
+        """`retry_topics` maps each retry topic to the longest its head may hold it (seconds).
+
+        `on_failure(error)` is called on the consumer thread if an error stops it (then also
+        in `error`), so the sender learns of it at once.
+        """
         self._settings = settings
         self._topics = list(topics)
         self._retry_topics = retry_topics
         self._deliver = deliver
+        self._on_failure = on_failure
         self._max_outstanding = max_outstanding
         self._finished: queue.SimpleQueue[Fetched] = queue.SimpleQueue()
         self._trackers: dict[Partition, OffsetTracker] = {}
@@ -168,6 +174,8 @@ class Fetcher:
         except BaseException as exc:
             log.exception("sender: consumer thread failed")
             self.error = exc
+            if self._on_failure is not None:
+                self._on_failure(exc)
         finally:
             self.ready.set()
             try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -21,10 +20,10 @@ from confluent_kafka import Message
 from prometheus_client import Counter
 
 from hookstream.core import eventloop, signing
-from hookstream.core.codec import Codec, default_codec
+from hookstream.core.codec import Codec
+from hookstream.core.context import ServiceContext
 from hookstream.core.deadletter import (
     PROCESS_ERRORS,
-    DeadLetterSink,
     RejectedRecord,
     dead_letter,
     refuse,
@@ -32,16 +31,10 @@ from hookstream.core.deadletter import (
 from hookstream.core.instants import MAX_UNIX_MS
 from hookstream.core.metrics import DEAD_LETTERS
 from hookstream.core.records import Delivery, Outcome, Retry, Webhook, due_at_header
-from hookstream.core.runner import (
-    configure_logging,
-    start_ops,
-    stopped_by,
-    tune_collector_once_ready,
-)
+from hookstream.core.runner import run_async_until_signalled
 from hookstream.core.secrets import SecretError, load_keyring
 from hookstream.core.settings import Settings
-from hookstream.core.topics import Topics
-from hookstream.core.view import CompactedView, webhook_view
+from hookstream.core.view import CompactedView
 from hookstream.core.writer import KafkaWriter, Record
 from hookstream.sender import metrics
 from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
@@ -64,13 +57,12 @@ REQUEUE_SLACK = 0.05
 
 class Sender:
     def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
+        self.context = ServiceContext.build(settings, "sender", codec)
         self.settings = settings
-        self.codec = codec or default_codec()
-        self.topics = Topics.from_settings(settings)
-        self.dead_letters = DeadLetterSink(settings, self.codec, self.topics.dlq, "sender")
-        self.webhooks: CompactedView[Webhook] = webhook_view(
-            settings, self.codec, self.topics.webhooks, self.dead_letters
-        )
+        self.codec = self.context.codec
+        self.topics = self.context.topics
+        self.dead_letters = self.context.dead_letters
+        self.webhooks: CompactedView[Webhook] = self.context.webhook_view()
         # Before anything else: production without an encryption key must not start.
         self.keyring = load_keyring(settings)
         self._secrets = SigningSecrets(self.keyring)
@@ -80,16 +72,22 @@ class Sender:
         # commit of a finished record waits for it.
         self.writer = KafkaWriter(settings, name="sender-producer", extra={"linger.ms": 50})
         self._rng = random.Random()
+        # Made here, not on the loop: asyncio primitives bind to a loop on first use.
+        self._global = asyncio.Semaphore(settings.max_in_flight)
+        self._per_webhook = WebhookSlots(settings.max_in_flight_per_webhook)
+        share = settings.max_in_flight * settings.slow_webhook_share
+        self._slow_lane = SlowLane(max(1, int(share)))
+        self._answer_times = AnswerTimes(settings.slow_webhook_seconds)
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
+        # Set the moment something fails (a record task, the fetcher's thread, the view's
+        # thread): the sender stops at once, without polling for it.
+        self._failed = asyncio.Event()
 
-    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    async def run(self, stop: asyncio.Event, ready: threading.Event | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self._global = asyncio.Semaphore(self.settings.max_in_flight)
-        self._per_webhook = WebhookSlots(self.settings.max_in_flight_per_webhook)
-        share = self.settings.max_in_flight * self.settings.slow_webhook_share
-        self._slow_lane = SlowLane(max(1, int(share)))
-        self._answer_times = AnswerTimes(self.settings.slow_webhook_seconds)
+        wake = eventloop.threadsafe_set(self._failed)
+        self.webhooks.when_dead(wake)
         self.webhooks.start()
         self.writer.start()
         fetcher: Fetcher | None = None
@@ -112,12 +110,15 @@ class Sender:
                 max_hold,
                 deliver,
                 self.settings.max_in_flight * OUTSTANDING_PER_SLOT,
+                on_failure=wake,
             )
             fetcher.start()
             await loop.run_in_executor(None, fetcher.ready.wait)
             if ready is not None:
                 ready.set()
-            await self._wait_for_stop(stop, fetcher)
+            await self._wait_for_stop(stop)
+            if self._failure is None and fetcher.error is None:
+                self.webhooks.check()
         finally:
             if fetcher is not None:
                 fetcher.stop(self.settings.shutdown_grace)
@@ -133,22 +134,26 @@ class Sender:
         if fetcher is not None and fetcher.error is not None:
             raise fetcher.error
 
-    async def _wait_for_stop(self, stop: asyncio.Event, fetcher: Fetcher) -> None:
-        while not stop.is_set():
-            if self._failure is not None or fetcher.error is not None:
-                return
-            self.webhooks.check()
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
-            except TimeoutError:
-                continue
+    async def _wait_for_stop(self, stop: asyncio.Event) -> None:
+        """Return once a signal asks to stop or something has failed."""
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self._failed.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def _dispatch(self, fetcher: Fetcher | None, batch: list[Fetched]) -> None:
         assert fetcher is not None
         for item in batch:
             task = asyncio.create_task(self._handle(fetcher, item))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._failure is not None:  # `_handle` could not finish its record
+            self._failed.set()
 
     async def _handle(self, fetcher: Fetcher, item: Fetched) -> None:
         """Process one record: the per-record boundary of the sender.
@@ -388,34 +393,11 @@ def _log_attempt(conclusion: Conclusion) -> None:
 
 
 def run_sender(settings: Settings) -> int:
-    configure_logging(settings.log_level)
+    async def serve(stop: asyncio.Event, ready: threading.Event) -> None:
+        # Built on the loop, inside the runner: a missing encryption key is the sender's
+        # error at start (status 70), like any other.
+        await Sender(settings).run(stop, ready)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def request_stop(signum: signal.Signals) -> None:
-            log.info("sender: %s received, finishing in-flight deliveries", signum.name)
-            stop.set()
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, request_stop, signum)
-        ready = asyncio.Event()
-        probe_ready = threading.Event()
-        ops = start_ops(settings, probe_ready)
-        tune_collector_once_ready(probe_ready)
-        waiter = asyncio.create_task(ready.wait())
-        waiter.add_done_callback(lambda _: probe_ready.set())
-        try:
-            await Sender(settings).run(stop, ready)
-        finally:
-            waiter.cancel()
-            probe_ready.clear()
-            ops.stop()
-
-    try:
-        eventloop.run(main())
-    except Exception as exc:
-        return stopped_by("sender", exc)
-    log.info("sender: stopped")
-    return 0
+    return run_async_until_signalled(
+        "sender", settings, serve, stopping="finishing in-flight deliveries"
+    )
