@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -31,7 +31,6 @@ class Webhook:
     disabled_reason: str | None = None
     created_at_ms: int = 0
     updated_at_ms: int = 0
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def signing_secrets(self, now_ms: int) -> list[str]:
         """The stored values (ciphertexts) that sign at `now_ms`; `Keyring` decrypts them."""

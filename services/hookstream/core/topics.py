@@ -59,12 +59,6 @@ class Topics:
             retry_tiers=tiers,
         )
 
-    def tier_for_topic(self, topic: str) -> RetryTier | None:
-        for tier in self.retry_tiers:
-            if tier.topic == topic:
-                return tier
-        return None
-
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic of the architecture with its partitions and cleanup policy."""

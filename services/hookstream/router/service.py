@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec, default_codec
 from hookstream.core.deadletter import PROCESS_ERRORS, DeadLetterSink, refuse
+from hookstream.core.envelope import delivery_id
 from hookstream.core.kafka import (
     Headers,
     consume_batch,
@@ -37,7 +38,7 @@ from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, principal_view, webhook_view
 from hookstream.router import metrics
-from hookstream.router.envelope import BodyShaper, delivery_id, parse_event
+from hookstream.router.envelope import BodyShaper, parse_event
 from hookstream.router.matching import SubscriptionIndex
 
 log = logging.getLogger(__name__)
