@@ -1,10 +1,10 @@
 """Stage 1, the ceiling: how fast one Python process can sign and POST, with nothing else to do.
 
 One process, one aiohttp session, `concurrency` workers. Each request is signed exactly as the
-sender signs it (`hookstream.core.signing.headers`, one secret per webhook, a fresh timestamp
-per request) and POSTed to the same receiver the sender uses. Every later figure is divided by
-this one. Run in its own process (`python -m bench.ceiling ...`) so its CPU time and memory
-are read off /proc the same way as the sender's.
+sender signs it (`hookstream.core.signing.headers`, one ready signer per webhook, a fresh
+timestamp per request) and POSTed to the same receiver the sender uses. Every later figure is
+divided by this one. Run in its own process (`python -m bench.ceiling ...`) so its CPU time and
+memory are read off /proc the same way as the sender's.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ BODY_POOL = 1000
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    secrets = [[new_secret()] for _ in range(args.webhooks)]
+    # Built once per webhook, as the sender keeps them (`hookstream.sender.signers`).
+    signers = [[signing.signer(new_secret())] for _ in range(args.webhooks)]
     urls = [f"{args.base_url}/hook/{index}" for index in range(args.webhooks)]
     maker = BodyMaker.of_size(args.body_size)
     bodies = [maker.body(index, event_id("ceiling", index)) for index in range(BODY_POOL)]
@@ -48,7 +49,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             hook = index % args.webhooks
             body = bodies[index % BODY_POOL]
             headers = signing.headers(
-                secrets[hook], event_id("ceiling", index), int(time.time()), body, USER_AGENT
+                signers[hook], event_id("ceiling", index), int(time.time()), body, USER_AGENT
             )
             async with session.post(
                 urls[hook], data=body, headers=headers, allow_redirects=False

@@ -17,10 +17,12 @@ import orjson
 
 from hookstream.core.codec import Codec
 from hookstream.core.envelope import EventHead, build_body, delivery_id
-from hookstream.core.records import Webhook, WebhookSecret
+from hookstream.core.records import StoredSecret, Webhook, WebhookSecret
+from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 
-API_VERSION = "v1"
+# The deployment's default, as the router writes it into every body.
+API_VERSION: str = Settings.model_fields["api_version"].default
 EVENT_TYPE = "invoice.paid"
 OCCURRED_AT = "2026-11-27T10:00:00.000Z"
 
@@ -33,7 +35,9 @@ def webhook(index: int, tenant_id: str, url: str, events: tuple[str, ...], run: 
         name=f"bench {index}",
         url=url,
         events=events,
-        secrets=(WebhookSecret(new_secret()),),
+        # Stored in plaintext (the legacy form the sender still reads), so the bench receiver
+        # verifies with the same value.
+        secrets=(WebhookSecret(StoredSecret(new_secret())),),
         created_at_ms=now_ms,
         updated_at_ms=now_ms,
     )

@@ -22,7 +22,7 @@ import pytest
 
 from hookstream.core.settings import Settings
 from hookstream.core.signing import headers as signed_headers
-from hookstream.core.signing import new_secret
+from hookstream.core.signing import new_secret, signer
 from hookstream.core.topics import Topics
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
@@ -182,7 +182,7 @@ def test_example_rejects_tampered_requests(example: tuple[Endpoint, ExampleProce
     now = int(time.time())
 
     def signed(secret: str = endpoint.secret, at: int = now) -> dict[str, str]:
-        return signed_headers([secret], "evt_docs_1", at, body, "hookstream-docs-test")
+        return signed_headers([signer(secret)], "evt_docs_1", at, body, "hookstream-docs-test")
 
     assert _post(endpoint.port, body, signed()) == 204, process.output()
     tampered = body.replace(b"125000", b"999999")

@@ -333,6 +333,13 @@ def test_every_v1_route_refuses_missing_or_wrong_keys(stack: Stack, api: Client)
             assert reply.headers["www-authenticate"] == "Bearer"
 
 
+def test_event_types_report_the_api_version_bodies_carry(stack: Stack, api: Client) -> None:
+    reply = api.get("/v1/event-types")
+    assert reply.status == 200
+    assert reply.json["api_version"] == stack.settings.api_version == "v1"
+    assert any(group["category"] == "invoice" for group in reply.json["categories"])
+
+
 def test_unknown_routes_and_methods(api: Client) -> None:
     for client in (api, api.as_(None)):
         reply = client.get("/nope")

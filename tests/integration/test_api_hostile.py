@@ -38,7 +38,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hookstream.api.auth import KeyRing
+from hookstream.api.auth import ApiKeys
 from hookstream.api.console.session import CSRF_FIELD, SESSION_COOKIE, Sessions
 from hookstream.core.catalog import default_catalog
 from hookstream.tools import localkafka
@@ -177,12 +177,12 @@ def target(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         create_topics(configured)
         service = Service(configured, "api", directory)
         url = f"http://127.0.0.1:{configured.api_port}"
-        ring = Sessions(KeyRing(configured.api_keys))
+        issuer = Sessions(ApiKeys(configured.api_keys))
         sessions = {}
         for key in (KEY, ADMIN):
-            cookie = ring.sign_in(key, time.time())
+            cookie = issuer.sign_in(key, time.time())
             assert cookie is not None
-            sessions[key] = (cookie, ring.csrf_token(cookie))
+            sessions[key] = (cookie, issuer.csrf_token(cookie))
         built = Target(configured.api_port, service, {}, sessions)
         try:
             wait_for(lambda: api_ready(url), timeout=60, interval=0.2, what="the API's /readyz")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hookstream.api.auth import KeyRing
+from hookstream.api.auth import ApiKeys
 from hookstream.api.console.session import SESSION_COOKIE, SESSION_SECONDS, Sessions
 from tests.browser.stack import (
     ADMIN,
@@ -43,7 +43,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def sessions(stack: ConsoleStack) -> Sessions:
     """The console's own session logic, configured like the running api."""
-    return Sessions(KeyRing(stack.settings.api_keys))
+    return Sessions(ApiKeys(stack.settings.api_keys))
 
 
 def cookies_of(reply: Reply) -> dict[str, Any]:
@@ -161,7 +161,7 @@ def test_missing_expired_forged_or_revoked_sessions_go_to_sign_in(stack: Console
     expires, fingerprint, mac = good.split(".")
     admin_fingerprint = sessions(stack).sign_in(ADMIN, time.time())
     assert admin_fingerprint is not None
-    revoked = Sessions(KeyRing({**stack.settings.api_keys, "gone-key-0123456789": "tenant_a"}))
+    revoked = Sessions(ApiKeys({**stack.settings.api_keys, "gone-key-0123456789": "tenant_a"}))
     candidates = {
         "missing": None,
         "garbage": "not-a-session",
@@ -169,7 +169,7 @@ def test_missing_expired_forged_or_revoked_sessions_go_to_sign_in(stack: Console
         "later expiry, old signature": f"{int(expires) + 3600}.{fingerprint}.{mac}",
         "another key's fingerprint": f"{expires}.{admin_fingerprint.split('.')[1]}.{mac}",
         "bad signature": f"{expires}.{fingerprint}.{mac[::-1]}",
-        # Signed by a ring with another key set: the running api derives another secret.
+        # Signed with another set of API keys: the running api derives another secret.
         "other keys": revoked.sign_in("gone-key-0123456789", time.time()),
     }
     for what, session in candidates.items():

@@ -8,13 +8,13 @@ import time
 import urllib.error
 import urllib.request
 
-from hookstream.core.signing import headers, new_secret
+from hookstream.core.signing import headers, new_secret, signer
 from hookstream.tools import localkafka
 from tests.helpers import wait_for
 
 
 def _post(url: str, body: bytes, secret: str) -> int:
-    signed = headers([secret], "evt_dev_1", int(time.time()), body, "test")
+    signed = headers([signer(secret)], "evt_dev_1", int(time.time()), body, "test")
     request = urllib.request.Request(url, data=body, headers=signed, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=5) as response:

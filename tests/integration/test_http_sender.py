@@ -137,7 +137,9 @@ def closed_port() -> Iterator[int]:
 
 
 def _headers(secret: str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") -> dict[str, str]:
-    return signing.headers([secret], "evt_1", int(time.time()), BODY, "hookstream-test/1.0")
+    return signing.headers(
+        [signing.signer(secret)], "evt_1", int(time.time()), BODY, "hookstream-test/1.0"
+    )
 
 
 async def test_204_is_success(sender: HttpSender, receiver: Receiver) -> None:

@@ -187,7 +187,9 @@ def listener() -> Iterator[Listener]:
 
 
 def _headers() -> dict[str, str]:
-    return signing.headers([signing.new_secret()], "evt_1", int(time.time()), BODY, "test")
+    return signing.headers(
+        [signing.signer(signing.new_secret())], "evt_1", int(time.time()), BODY, "test"
+    )
 
 
 def _strict(**overrides: Any) -> Settings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hookstream.api.auth import KeyRing
+from hookstream.api.auth import ApiKeys
 from hookstream.api.console.session import SESSION_SECONDS, Sessions
 
 KEYS = {"key-tenant-a-0123456789": "tenant_a", "key-admin-0123456789": "*"}
@@ -10,7 +10,7 @@ NOW = 1_800_000_000.0
 
 
 def test_a_session_resolves_its_caller_and_never_holds_the_key() -> None:
-    sessions = Sessions(KeyRing(KEYS))
+    sessions = Sessions(ApiKeys(KEYS))
     cookie = sessions.sign_in("key-tenant-a-0123456789", NOW)
     assert cookie is not None and "key-tenant-a" not in cookie
     session = sessions.open(cookie, NOW + 60)
@@ -21,7 +21,7 @@ def test_a_session_resolves_its_caller_and_never_holds_the_key() -> None:
 
 
 def test_unknown_keys_expired_forged_and_revoked_sessions_are_refused() -> None:
-    sessions = Sessions(KeyRing(KEYS))
+    sessions = Sessions(ApiKeys(KEYS))
     assert sessions.sign_in("nope", NOW) is None
     assert sessions.sign_in("", NOW) is None
     cookie = sessions.sign_in("key-tenant-a-0123456789", NOW)
@@ -39,12 +39,12 @@ def test_unknown_keys_expired_forged_and_revoked_sessions_are_refused() -> None:
     ):
         assert sessions.open(forged, NOW) is None, forged
     # Another replica with the same keys accepts it; one with another key set does not.
-    assert Sessions(KeyRing(dict(KEYS))).open(cookie, NOW) is not None
-    assert Sessions(KeyRing({"key-tenant-a-0123456789": "tenant_a"})).open(cookie, NOW) is None
+    assert Sessions(ApiKeys(dict(KEYS))).open(cookie, NOW) is not None
+    assert Sessions(ApiKeys({"key-tenant-a-0123456789": "tenant_a"})).open(cookie, NOW) is None
 
 
 def test_csrf_tokens_are_bound_to_their_session() -> None:
-    sessions = Sessions(KeyRing(KEYS))
+    sessions = Sessions(ApiKeys(KEYS))
     one = sessions.sign_in("key-tenant-a-0123456789", NOW)
     two = sessions.sign_in("key-tenant-a-0123456789", NOW + 1)
     assert one is not None and two is not None

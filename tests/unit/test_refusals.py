@@ -112,7 +112,9 @@ def test_a_stored_attempt_holds_no_nul() -> None:
 
 def test_a_body_that_is_not_utf8_cannot_be_signed() -> None:
     with pytest.raises(RejectedRecord) as refused:
-        signing.headers([signing.new_secret()], "evt_1", 1_700_000_000, b"\xff\xfe", "ua")
+        signing.headers(
+            [signing.signer(signing.new_secret())], "evt_1", 1_700_000_000, b"\xff\xfe", "ua"
+        )
     assert refused.value.reason == "invalid_delivery"
 
 

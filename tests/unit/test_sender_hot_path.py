@@ -6,11 +6,18 @@ import asyncio
 
 import pytest
 
-from hookstream.core.records import Outcome, Webhook
+from hookstream.core.records import Outcome, StoredSecret, Webhook
 from hookstream.core.secrets import Keyring, SecretError
+from hookstream.core.signing import (
+    Signer,
+    UnusableSecretError,
+    new_secret,
+    signature_header,
+    signer,
+)
 from hookstream.sender import metrics
 from hookstream.sender.service import _attempts_counter
-from hookstream.sender.signing_secrets import SigningSecrets
+from hookstream.sender.signers import WebhookSigners
 from hookstream.sender.slots import WebhookSlots
 
 KEY = bytes(range(32))
@@ -95,7 +102,9 @@ async def test_the_last_waiter_cancelled_after_the_last_release_leaves_nothing()
     assert slots._slots == {}
 
 
-# -- signing secrets -----------------------------------------------------------------------
+# -- signers -----------------------------------------------------------------------------
+
+NEW, OLD = new_secret(), new_secret()
 
 
 def _webhook(keyring: Keyring, *secrets: tuple[str, int | None]) -> Webhook:
@@ -109,30 +118,56 @@ def _webhook(keyring: Keyring, *secrets: tuple[str, int | None]) -> Webhook:
     )
 
 
-def test_signing_secrets_follow_a_rotation_window() -> None:
-    keyring = Keyring([("k1", KEY)])
-    cache = SigningSecrets(keyring)
-    hook = _webhook(keyring, ("whsec_new", None), ("whsec_old", 2_000))
-    assert cache.get(hook, 1_000) == ["whsec_new", "whsec_old"]
-    assert cache.get(hook, 1_999) == ["whsec_new", "whsec_old"]
-    assert cache.get(hook, 2_000) == ["whsec_new"]  # the old secret's window has closed
-    assert cache.get(hook, 1_500) == ["whsec_new", "whsec_old"]  # the clock stepped back
+def _signed_by(signers: list[Signer]) -> str:
+    return signature_header(signers, "evt_1", 1_700_000_000, b"{}")
 
 
-def test_signing_secrets_follow_a_changed_webhook() -> None:
+def _signed_with(*plaintexts: str) -> str:
+    return _signed_by([signer(plain) for plain in plaintexts])
+
+
+class _CountingKeyring(Keyring):
+    decrypted = 0
+
+    def decrypt(self, webhook_id: str, value: StoredSecret) -> str:
+        self.decrypted += 1
+        return super().decrypt(webhook_id, value)
+
+
+def test_signers_follow_a_rotation_window() -> None:
+    keyring = _CountingKeyring([("k1", KEY)])
+    signers = WebhookSigners(keyring)
+    hook = _webhook(keyring, (NEW, None), (OLD, 2_000))
+    assert _signed_by(signers.get(hook, 1_000)) == _signed_with(NEW, OLD)
+    assert signers.get(hook, 1_999) is signers.get(hook, 1_000)  # kept: a dict lookup
+    assert keyring.decrypted == 2
+    assert _signed_by(signers.get(hook, 2_000)) == _signed_with(NEW)  # the old one's window closed
+    assert _signed_by(signers.get(hook, 1_500)) == _signed_with(NEW, OLD)  # the clock stepped back
+
+
+def test_signers_follow_a_changed_webhook() -> None:
     keyring = Keyring([("k1", KEY)])
-    cache = SigningSecrets(keyring)
-    assert cache.get(_webhook(keyring, ("whsec_a", None)), 1_000) == ["whsec_a"]
-    assert cache.get(_webhook(keyring, ("whsec_b", None)), 1_000) == ["whsec_b"]
+    signers = WebhookSigners(keyring)
+    assert _signed_by(signers.get(_webhook(keyring, (NEW, None)), 1_000)) == _signed_with(NEW)
+    assert _signed_by(signers.get(_webhook(keyring, (OLD, None)), 1_000)) == _signed_with(OLD)
 
 
 def test_an_undecryptable_secret_fails_every_time() -> None:
     other = Keyring([("k2", KEY)])
-    cache = SigningSecrets(Keyring([("k1", KEY)]))
-    hook = _webhook(other, ("whsec_a", None))
+    signers = WebhookSigners(Keyring([("k1", KEY)]))
+    hook = _webhook(other, (NEW, None))
     for _ in range(2):
         with pytest.raises(SecretError):
-            cache.get(hook, 1_000)
+            signers.get(hook, 1_000)
+
+
+def test_a_secret_that_cannot_sign_fails_every_time() -> None:
+    keyring = Keyring([("k1", KEY)])
+    signers = WebhookSigners(keyring)
+    hook = _webhook(keyring, ("whsec_", None))
+    for _ in range(2):
+        with pytest.raises(UnusableSecretError):
+            signers.get(hook, 1_000)
 
 
 # -- metrics -------------------------------------------------------------------------------

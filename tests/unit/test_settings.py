@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from hookstream.core.settings import SettingsError, load_settings
-from hookstream.core.topics import Topics, tier_name, topic_specs
+from hookstream.core.topics import tier_name, topic_specs
 
 
 def test_defaults_follow_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,6 +97,3 @@ def test_every_architecture_topic_is_specified() -> None:
     }
     assert names["x.webhooks"].compacted and names["x.principals"].compacted
     assert not names["x.deliveries"].compacted
-    topics = Topics.from_settings(settings)
-    assert topics.tier_for_topic("x.retry.1m") == topics.retry_tiers[1]
-    assert topics.tier_for_topic("x.events") is None

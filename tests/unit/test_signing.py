@@ -31,7 +31,7 @@ from hookstream.core import signing
     ],
 )
 def test_spec_vectors(secret: str, msg_id: str, timestamp: int, body: bytes, expected: str) -> None:
-    assert signing.signature_header([secret], msg_id, timestamp, body) == expected
+    assert signing.signature_header([signing.signer(secret)], msg_id, timestamp, body) == expected
 
 
 def test_multi_secret_header_verifies_with_each_secret() -> None:
@@ -39,20 +39,24 @@ def test_multi_secret_header_verifies_with_each_secret() -> None:
     body = '{"id":"evt_1","type":"invoice.paid","data":{"amount":"12.50 €"}}'.encode()
     # The verifier rejects timestamps more than 5 minutes from its own clock.
     now = int(time.time())
-    hdrs = signing.headers([old, new], "evt_1", now, body, "hookstream-test/1.0")
+    hdrs = signing.headers(
+        [signing.signer(old), signing.signer(new)], "evt_1", now, body, "hookstream-test/1.0"
+    )
 
     entries = hdrs["webhook-signature"].split(" ")
     assert len(entries) == 2
     assert all(entry.startswith("v1,") for entry in entries)
-    assert entries[0] == signing.signature_header([old], "evt_1", now, body)
-    assert entries[1] == signing.signature_header([new], "evt_1", now, body)
+    assert entries[0] == signing.signature_header([signing.signer(old)], "evt_1", now, body)
+    assert entries[1] == signing.signature_header([signing.signer(new)], "evt_1", now, body)
     for secret in (old, new):
         assert standardwebhooks.Webhook(secret).verify(body, hdrs)["id"] == "evt_1"
 
 
 def test_headers_carry_every_required_field() -> None:
     secret = signing.new_secret()
-    hdrs = signing.headers([secret], "evt_2", 1700000000, b"{}", "Zivio-Webhooks/1.0")
+    hdrs = signing.headers(
+        [signing.signer(secret)], "evt_2", 1700000000, b"{}", "Zivio-Webhooks/1.0"
+    )
     assert hdrs["webhook-id"] == "evt_2"
     assert hdrs["webhook-timestamp"] == "1700000000"
     assert hdrs["content-type"] == "application/json"
@@ -62,9 +66,17 @@ def test_headers_carry_every_required_field() -> None:
 
 def test_foreign_secret_does_not_verify() -> None:
     body = b'{"id":"evt_3"}'
-    hdrs = signing.headers([signing.new_secret()], "evt_3", int(time.time()), body, "ua")
+    hdrs = signing.headers(
+        [signing.signer(signing.new_secret())], "evt_3", int(time.time()), body, "ua"
+    )
     with pytest.raises(standardwebhooks.WebhookVerificationError):
         standardwebhooks.Webhook(signing.new_secret()).verify(body, hdrs)
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_", "whsec_!!!"])
+def test_a_secret_that_cannot_sign_fails_as_its_signer_is_built(secret: str) -> None:
+    with pytest.raises(signing.UnusableSecretError, match="cannot sign"):
+        signing.signer(secret)
 
 
 def test_no_secret_is_an_error() -> None:

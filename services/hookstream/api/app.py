@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from hookstream.api.auth import KeyRing, auth_middleware
+from hookstream.api.auth import ApiKeys, auth_middleware
 from hookstream.api.console.app import add_console
 from hookstream.api.context import SETTINGS, api_context
 from hookstream.api.errors import MAX_REQUEST_BYTES, error_middleware
@@ -35,14 +35,14 @@ ROUTE_TABLES = (
 
 
 def create_app(settings: Settings) -> web.Application:
-    ring = KeyRing(settings.api_keys)
+    api_keys = ApiKeys(settings.api_keys)
     app = web.Application(
         client_max_size=MAX_REQUEST_BYTES,
         # Outermost first: metrics see the final status, errors wrap auth failures too.
         middlewares=[
             metrics_middleware,
             error_middleware,
-            auth_middleware(ring),
+            auth_middleware(api_keys),
         ],
     )
     app[SETTINGS] = settings
@@ -51,6 +51,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(upkeep_context)
     for table in ROUTE_TABLES:
         app.add_routes(table)
-    add_console(app, ring)
+    add_console(app, api_keys)
     app[ops.OPENAPI] = orjson.dumps(build_document(app))
     return app

@@ -55,7 +55,7 @@ class Caller:
 CALLER = web.RequestKey("caller", Caller)
 
 
-class KeyRing:
+class ApiKeys:
     """The configured keys, matched in constant time."""
 
     def __init__(self, keys: Mapping[str, str]) -> None:
@@ -101,22 +101,22 @@ def _fingerprint(key_digest: bytes, pepper: bytes) -> bytes:
     return hmac.new(pepper, key_digest, hashlib.sha256).digest()
 
 
-def auth_middleware(ring: KeyRing) -> Middleware:
+def auth_middleware(api_keys: ApiKeys) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(PROTECTED_PREFIX):
-            request[CALLER] = _authenticate(ring, request)
+            request[CALLER] = _authenticate(api_keys, request)
         return await handler(request)
 
     return authenticate
 
 
-def _authenticate(ring: KeyRing, request: web.Request) -> Caller:
+def _authenticate(api_keys: ApiKeys, request: web.Request) -> Caller:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("missing API key: send Authorization: Bearer <key>")
-    caller = ring.caller(token.strip())
+    caller = api_keys.caller(token.strip())
     if caller is None:
         raise _unauthorized("invalid API key")
     return caller

@@ -47,7 +47,8 @@ class EventType:
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
-    api_version: str
+    # No API version here: it is a deployment setting (`Settings.api_version`), the value every
+    # body's envelope carries, so `GET /v1/event-types` reports that one too.
     types: tuple[EventType, ...]
     _index: Mapping[str, EventType] = field(init=False, repr=False, compare=False)
 
@@ -140,7 +141,6 @@ def _parse_catalog(document: Any, where: str) -> Catalog:
     if not isinstance(entries, list):
         raise ValueError(f"{where}: 'event_types' must be a list")
     return Catalog(
-        api_version=_text(document, "api_version", where),
         types=tuple(
             _parse_event_type(entry, f"{where}: event_types[{i}]")
             for i, entry in enumerate(entries)

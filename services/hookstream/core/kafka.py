@@ -6,7 +6,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from hookstream.core.settings import Settings
@@ -87,14 +87,6 @@ def with_lag_metrics(config: dict[str, Any]) -> dict[str, Any]:
     from hookstream.core.metrics import lag_reporter
 
     return {**config, "statistics.interval.ms": 5000, "stats_cb": lag_reporter(config["group.id"])}
-
-
-def make_producer(settings: Settings, **kwargs: Any) -> Producer:
-    return Producer(producer_config(settings, **kwargs))
-
-
-def make_consumer(settings: Settings, group: str, extra: dict[str, Any] | None = None) -> Consumer:
-    return Consumer(consumer_config(settings, group, extra))
 
 
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NewType
+
+# A signing secret as the `webhooks` topic holds it: `enc:v1:<kid>:<base64>` ciphertext, or a
+# plaintext written before encryption at rest (or by another producer). Never signed with as it
+# is: `Keyring.decrypt` turns it into the plaintext `whsec_...` that `signing.signer` takes.
+StoredSecret = NewType("StoredSecret", str)
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookSecret:
-    value: str
+    value: StoredSecret
     # After this instant (ms) the secret no longer signs: the end of a rotation's grace window.
     not_after_ms: int | None = None
 
@@ -34,10 +39,9 @@ class Webhook:
     disabled_reason: str | None = None
     created_at_ms: int = 0
     updated_at_ms: int = 0
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    def signing_secrets(self, now_ms: int) -> list[str]:
-        """The stored values (ciphertexts) that sign at `now_ms`; `Keyring` decrypts them."""
+    def stored_secrets_at(self, now_ms: int) -> list[StoredSecret]:
+        """The stored secrets that sign at `now_ms`, in order; `Keyring.decrypt` opens them."""
         return [secret.value for secret in self.secrets if secret.valid_at(now_ms)]
 
     def disabled(self, reason: str, now_ms: int) -> Webhook:
@@ -71,7 +75,8 @@ class Webhook:
             enabled=record["enabled"],
             owner_id=record.get("owner_id"),
             secrets=tuple(
-                WebhookSecret(s["value"], s.get("not_after_ms")) for s in record["secrets"]
+                WebhookSecret(StoredSecret(s["value"]), s.get("not_after_ms"))
+                for s in record["secrets"]
             ),
             disabled_reason=record.get("disabled_reason"),
             created_at_ms=record["created_at_ms"],

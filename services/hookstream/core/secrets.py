@@ -20,14 +20,13 @@ import os
 import secrets as _random
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hookstream.core.keys import generate_key, parse_keys
-from hookstream.core.records import Webhook, WebhookSecret
+from hookstream.core.records import StoredSecret, Webhook, WebhookSecret
 from hookstream.core.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -43,9 +42,6 @@ TAG_BYTES = 16
 DEV_KEY_PREFIX = "dev-"
 DEFAULT_DEV_KEY_FILE = Path("~/.cache/hookstream/dev-encryption-key")
 _AAD_LABEL = b"hookstream webhook secret " + VERSION.encode()
-# Decrypted secrets kept per (webhook id, stored value): the sender signs with the same few
-# secrets over and over, so the hot path is a dictionary lookup.
-CACHE_SIZE = 65536
 
 
 class SecretError(Exception):
@@ -64,11 +60,11 @@ class MalformedSecretError(SecretError):
     pass
 
 
-def is_encrypted(value: str) -> bool:
+def is_encrypted(value: StoredSecret) -> bool:
     return value.startswith(PREFIX)
 
 
-def key_id_of(value: str) -> str | None:
+def key_id_of(value: StoredSecret) -> str | None:
     """The key id an encrypted value names (None for a plaintext value)."""
     if not is_encrypted(value):
         return None
@@ -81,7 +77,12 @@ def _aad(kid: str, webhook_id: str) -> bytes:
 
 
 class Keyring:
-    """Encrypts with the active key and decrypts with any listed one."""
+    """The encryption keys of signing secrets at rest: encrypts with the active key and
+    decrypts with any listed one.
+
+    Nothing decrypted is kept here: the sender holds each webhook's ready signers
+    (`hookstream.sender.signers`), and the API decrypts only to show a secret's hint.
+    """
 
     def __init__(self, keys: Sequence[tuple[str, bytes]], source: str = KEY_SETTING) -> None:
         if not keys:
@@ -90,29 +91,25 @@ class Keyring:
         self.active_kid = keys[0][0]
         # Where the keys came from, for error messages (the setting, or the dev key file).
         self.source = source
-        self._cached_decrypt = lru_cache(maxsize=CACHE_SIZE)(self._decrypt)
 
     @property
     def key_ids(self) -> list[str]:
         return list(self._ciphers)
 
-    def encrypt(self, webhook_id: str, plaintext: str) -> str:
+    def encrypt(self, webhook_id: str, plaintext: str) -> StoredSecret:
         kid = self.active_kid
         nonce = _random.token_bytes(NONCE_BYTES)
         sealed = self._ciphers[kid].encrypt(nonce, plaintext.encode(), _aad(kid, webhook_id))
         body = base64.b64encode(nonce + sealed).decode("ascii")
-        return f"{PREFIX}{VERSION}:{kid}:{body}"
+        return StoredSecret(f"{PREFIX}{VERSION}:{kid}:{body}")
 
-    def decrypt(self, webhook_id: str, value: str) -> str:
-        """The plaintext of a stored secret (a plaintext value is returned as it is).
+    def decrypt(self, webhook_id: str, value: StoredSecret) -> str:
+        """The plaintext of a stored secret (a legacy plaintext value is returned as it is).
 
         Raises `SecretError` (unknown key id, tampered or foreign value, malformed value).
         """
         if not is_encrypted(value):
             return value
-        return self._cached_decrypt(webhook_id, value)
-
-    def _decrypt(self, webhook_id: str, value: str) -> str:
         parts = value.split(":", 3)
         if len(parts) != 4 or parts[1] != VERSION:
             shown = parts[1] if len(parts) > 1 else ""
@@ -147,16 +144,12 @@ class Keyring:
             ) from None
         return plaintext.decode()
 
-    def signing_secrets(self, webhook: Webhook, now_ms: int) -> list[str]:
-        """The plaintext secrets that sign requests to `webhook` at `now_ms`."""
-        return [self.decrypt(webhook.id, value) for value in webhook.signing_secrets(now_ms)]
-
     def seal(
         self, webhook_id: str, plaintext: str, not_after_ms: int | None = None
     ) -> WebhookSecret:
         return WebhookSecret(self.encrypt(webhook_id, plaintext), not_after_ms)
 
-    def is_current(self, value: str) -> bool:
+    def is_current(self, value: StoredSecret) -> bool:
         """Whether `value` is already encrypted under the active key."""
         return key_id_of(value) == self.active_kid
 

@@ -133,7 +133,9 @@ class Settings(BaseSettings):
         default="hookstream/0.1", description="`User-Agent` header of webhook requests."
     )
     api_version: str = Field(
-        default="v1", description="`api_version` written into every webhook body's envelope."
+        default="v1",
+        description="`api_version` written into every webhook body's envelope "
+        "and reported by `GET /v1/event-types`.",
     )
     max_payload_bytes: int = Field(
         default=256 * 1024,

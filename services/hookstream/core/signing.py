@@ -10,9 +10,9 @@ import base64
 import secrets as _random
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
+from typing import Protocol
 
-from standardwebhooks.webhooks import Webhook as _Signer
+from standardwebhooks.webhooks import Webhook as _StandardSigner
 
 from hookstream.core.deadletter import RejectedRecord
 
@@ -24,25 +24,32 @@ class UnusableSecretError(ValueError):
     """A secret the signer cannot sign with (empty, or not base64 after `whsec_`)."""
 
 
-@lru_cache(maxsize=4096)
-def _signer(secret: str) -> _Signer:
-    # Building a signer base64-decodes the secret; cached so the hot path only does the HMAC.
+class Signer(Protocol):
+    """One plaintext secret, decoded once, ready to sign any number of requests.
+
+    The reference package's own object (no wrapper, so signing costs nothing more than the
+    HMAC); typed here so a ciphertext or a plaintext `str` cannot be passed where a signer
+    goes. Not cached in this module: the sender keeps each webhook's signers
+    (`hookstream.sender.signers`), the one place a secret is held between deliveries.
+    """
+
+    def sign(self, msg_id: str, timestamp: datetime, data: str) -> str:
+        """One `v1,<base64>` entry of the `webhook-signature` header."""
+        ...
+
+
+def signer(secret: str) -> Signer:
+    """The signer of a plaintext `whsec_...` secret; `UnusableSecretError` if it cannot sign."""
     try:
-        return _Signer(secret)
+        made: Signer = _StandardSigner(secret)
     except Exception as exc:  # the library's own empty-secret error, or binascii's
         raise UnusableSecretError(f"the signing secret cannot sign: {exc}") from None
+    return made
 
 
-def check_secrets(secrets: Sequence[str]) -> None:
-    """Raise `UnusableSecretError` unless every secret can sign (a webhook record written by
-    hand may hold anything)."""
-    for secret in secrets:
-        _signer(secret)
-
-
-def signature_header(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` value: one `v1,<base64>` entry per secret, in the given order."""
-    if not secrets:
+def signature_header(signers: Sequence[Signer], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value: one `v1,<base64>` entry per signer, in the given order."""
+    if not signers:
         raise ValueError("at least one signing secret is required")
     # The library signs text; the body is UTF-8 JSON, so decoding and its re-encoding are exact.
     try:
@@ -53,11 +60,11 @@ def signature_header(secrets: Sequence[str], msg_id: str, timestamp: int, body: 
             "invalid_delivery", f"the body is not UTF-8, so it cannot be signed: {exc}"
         ) from None
     when = datetime.fromtimestamp(timestamp, tz=UTC)
-    return " ".join(_signer(secret).sign(msg_id, when, payload) for secret in secrets)
+    return " ".join(signer.sign(msg_id, when, payload) for signer in signers)
 
 
 def headers(
-    secrets: Sequence[str],
+    signers: Sequence[Signer],
     msg_id: str,
     timestamp: int,
     body: bytes,
@@ -67,7 +74,7 @@ def headers(
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature_header(secrets, msg_id, timestamp, body),
+        "webhook-signature": signature_header(signers, msg_id, timestamp, body),
         "content-type": "application/json",
         "user-agent": user_agent,
     }

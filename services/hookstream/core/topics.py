@@ -69,12 +69,6 @@ class Topics:
         """The record type of a topic the sender reads: `Delivery`, or `Retry` in a tier."""
         return Delivery if topic == self.deliveries else Retry
 
-    def tier_for_topic(self, topic: str) -> RetryTier | None:
-        for tier in self.retry_tiers:
-            if tier.topic == topic:
-                return tier
-        return None
-
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic of the architecture with its partitions and cleanup policy."""

@@ -16,7 +16,7 @@ import orjson
 from hookstream.core.catalog import Catalog, EventType, redact
 from hookstream.core.codec import Codec, DecodeError
 from hookstream.core.deadletter import RejectedRecord, require_ids, require_unix_ms
-from hookstream.core.envelope import DELIVERY_ID_PREFIX, build_body, delivery_id
+from hookstream.core.envelope import build_body
 from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso
 from hookstream.core.records import Event
 from hookstream.router.json_events import decode_json_event
@@ -31,18 +31,6 @@ RejectReason = Literal[
     "invalid_field",
 ]
 _TEXT_FIELDS = ("id", "type", "tenant_id")
-
-# The envelope helpers moved to core (the API builds deliveries too); re-exported for callers.
-__all__ = [
-    "DELIVERY_ID_PREFIX",
-    "BodyShaper",
-    "EventBodies",
-    "RejectedEvent",
-    "RoutedEvent",
-    "build_body",
-    "delivery_id",
-    "parse_event",
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +205,11 @@ class EventBodies:
 class BodyShaper:
     """Shapes event bodies per owner; holds the catalog and API version for the process."""
 
-    __slots__ = ("_current", "api_version", "catalog")
+    __slots__ = ("api_version", "catalog")
 
     def __init__(self, catalog: Catalog, api_version: str) -> None:
         self.catalog = catalog
         self.api_version = api_version
-        self._current: EventBodies | None = None
 
     def bodies(self, event: RoutedEvent, event_type: EventType | None = None) -> EventBodies:
         """A fresh body cache for one event; look the type up when the caller has not."""
@@ -233,19 +220,3 @@ class BodyShaper:
                     "unknown_event_type", f"{event.type!r} is not in the event catalog"
                 )
         return EventBodies(event, event_type, self.api_version)
-
-    def body_for(
-        self,
-        event: RoutedEvent,
-        event_type: EventType,
-        permissions: frozenset[str] | None,
-    ) -> bytes | None:
-        """Like `EventBodies.body_for`, reusing the cache while calls concern the same event.
-
-        Only the latest event is remembered, which matches the router handling events one at
-        a time; interleaved events stay correct and merely lose the sharing.
-        """
-        current = self._current
-        if current is None or current.event is not event or current.event_type is not event_type:
-            current = self._current = EventBodies(event, event_type, self.api_version)
-        return current.body_for(permissions)

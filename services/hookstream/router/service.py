@@ -21,6 +21,7 @@ from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec
 from hookstream.core.context import ServiceContext
 from hookstream.core.deadletter import PROCESS_ERRORS, refuse
+from hookstream.core.envelope import delivery_id
 from hookstream.core.kafka import (
     Headers,
     consume_batch,
@@ -43,7 +44,7 @@ from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.view import CompactedView
 from hookstream.router import metrics
-from hookstream.router.envelope import BodyShaper, delivery_id, parse_event
+from hookstream.router.envelope import BodyShaper, parse_event
 from hookstream.router.matching import SubscriptionIndex
 
 log = logging.getLogger(__name__)

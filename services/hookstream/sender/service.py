@@ -42,7 +42,7 @@ from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
 from hookstream.sender.http import HttpSender
 from hookstream.sender.intake import INVALID_DELIVERY, decode_delivery
 from hookstream.sender.outcome import HttpResult
-from hookstream.sender.signing_secrets import SigningSecrets
+from hookstream.sender.signers import WebhookSigners
 from hookstream.sender.slots import WebhookSlots
 from hookstream.sender.slowlane import AnswerTimes, SlowLane
 
@@ -65,7 +65,7 @@ class Sender:
         self.webhooks: CompactedView[Webhook] = self.context.webhook_view()
         # Before anything else: production without an encryption key must not start.
         self.keyring = load_keyring(settings)
-        self._secrets = SigningSecrets(self.keyring)
+        self._webhook_signers = WebhookSigners(self.keyring)
         self.http = HttpSender(settings)
         # Attempt records are not on the way to any receiver: a longer linger gathers them
         # into fewer, larger produce requests (less broker CPU per delivery); only the offset
@@ -243,15 +243,15 @@ class Sender:
         elif not webhook.enabled:
             skip = f"webhook disabled: {webhook.disabled_reason or 'by its owner'}"
         else:
-            secrets, unsigned = self._signing_secrets(webhook, started_ms)
+            signers, unsigned = self._signers(webhook, started_ms)
             if unsigned is not None:
                 result = unsigned
-            elif not secrets:
+            elif not signers:
                 skip = "webhook has no valid signing secret"
             else:
                 body = delivery.body
                 headers = signing.headers(
-                    secrets,
+                    signers,
                     delivery.event_id,
                     started_ms // 1000,
                     body,
@@ -277,15 +277,13 @@ class Sender:
             webhook_now=self.webhooks.get(webhook_id),
         )
 
-    def _signing_secrets(
+    def _signers(
         self, webhook: Webhook, now_ms: int
-    ) -> tuple[list[str], HttpResult | None]:
-        """The plaintext secrets, or the failed attempt when they cannot be decrypted or
+    ) -> tuple[list[signing.Signer], HttpResult | None]:
+        """The webhook's signers, or the failed attempt when a secret cannot be decrypted or
         cannot sign."""
         try:
-            secrets = self._secrets.get(webhook, now_ms)
-            signing.check_secrets(secrets)
-            return secrets, None
+            return self._webhook_signers.get(webhook, now_ms), None
         except (SecretError, signing.UnusableSecretError) as exc:
             # Nothing goes out unsigned. A temporary failure: once the missing key is
             # configured (or the secret rotated), the retries deliver.

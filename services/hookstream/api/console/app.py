@@ -8,7 +8,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from hookstream.api.auth import KeyRing
+from hookstream.api.auth import ApiKeys
 from hookstream.api.console import deliveries, signin, webhooks
 from hookstream.api.console.guard import guard_middleware
 from hookstream.api.console.pages import ROOT, SESSIONS
@@ -18,10 +18,10 @@ HERE = Path(__file__).resolve().parent
 ROUTE_TABLES = (signin.routes, webhooks.routes, deliveries.routes)
 
 
-def add_console(app: web.Application, ring: KeyRing) -> None:
+def add_console(app: web.Application, api_keys: ApiKeys) -> None:
     """Mount the console; its pages stay out of the OpenAPI document, which covers /v1/."""
     console = web.Application(middlewares=[guard_middleware])
-    console[SESSIONS] = Sessions(ring)
+    console[SESSIONS] = Sessions(api_keys)
     aiohttp_jinja2.setup(
         console,
         loader=jinja2.FileSystemLoader(HERE / "templates"),

@@ -2,7 +2,7 @@
 
 The cookie carries an expiry and a fingerprint of the API key (never the key itself), signed
 with a secret derived from the configured keys. Any API replica configured with the same keys
-accepts it, and every request resolves the caller through the key ring again, so removing a
+accepts it, and every request resolves the caller through the configured keys again, so removing a
 key from the configuration ends its sessions at once.
 """
 
@@ -15,7 +15,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from hookstream.api.auth import Caller, KeyRing
+from hookstream.api.auth import ApiKeys, Caller
 
 SESSION_COOKIE = "hookstream_session"
 # Binds the sign-in form's CSRF token before there is a session to bind it to.
@@ -37,13 +37,13 @@ class Session:
 
 
 class Sessions:
-    """Issues and checks session cookies and CSRF tokens for one key ring."""
+    """Issues and checks session cookies and CSRF tokens for one set of API keys."""
 
-    def __init__(self, ring: KeyRing, lifetime: int = SESSION_SECONDS) -> None:
-        self._ring = ring
+    def __init__(self, api_keys: ApiKeys, lifetime: int = SESSION_SECONDS) -> None:
+        self._api_keys = api_keys
         self._lifetime = lifetime
-        self._signing_key = ring.derive(_SIGNING_PURPOSE)
-        self._pepper = ring.derive(_FINGERPRINT_PURPOSE)
+        self._signing_key = api_keys.derive(_SIGNING_PURPOSE)
+        self._pepper = api_keys.derive(_FINGERPRINT_PURPOSE)
 
     @property
     def lifetime(self) -> int:
@@ -51,10 +51,10 @@ class Sessions:
 
     def sign_in(self, presented_key: str, now: float) -> str | None:
         """A session cookie for a configured key; None for any other text."""
-        if self._ring.caller(presented_key) is None:
+        if self._api_keys.caller(presented_key) is None:
             return None
         expires_at = int(now) + self._lifetime
-        fingerprint = _encode(self._ring.fingerprint(presented_key, self._pepper))
+        fingerprint = _encode(self._api_keys.fingerprint(presented_key, self._pepper))
         unsigned = f"{expires_at}.{fingerprint}"
         return f"{unsigned}.{_encode(self._mac(b'session', unsigned))}"
 
@@ -75,7 +75,7 @@ class Sessions:
         fingerprint = _decode(fingerprint_text)
         if fingerprint is None:
             return None
-        caller = self._ring.session_caller(fingerprint, self._pepper)
+        caller = self._api_keys.session_caller(fingerprint, self._pepper)
         if caller is None:
             return None
         return Session(caller=caller, cookie=cookie, expires_at=int(expires_text))

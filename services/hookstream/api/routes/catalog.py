@@ -19,10 +19,12 @@ routes = web.RouteTableDef()
     response=Catalog,
 )
 async def event_types(request: web.Request) -> web.StreamResponse:
-    catalog = api_of(request).catalog
+    api = api_of(request)
+    catalog = api.catalog
     return respond(
         Catalog(
-            api_version=catalog.api_version,
+            # The version every webhook body's envelope carries (router and resend alike).
+            api_version=api.settings.api_version,
             categories=[
                 CategoryOut(
                     category=category,
