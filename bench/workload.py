@@ -1,6 +1,6 @@
 """The synthetic platform: webhooks, events and deliveries, built the way hookstream builds them.
 
-Bodies go through `hookstream.core.envelope.build_body`, so the sender signs and POSTs exactly
+Bodies go through `hookstream.events.envelope.build_body`, so the sender signs and POSTs exactly
 the bytes a routed event would carry. Each body is padded with random hex to a set size, so
 lz4 on the topics finds about as little to squeeze as in real JSON payloads.
 """
@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 
 from hookstream.core.codec import Codec
-from hookstream.core.envelope import EventHead, build_body, delivery_id
 from hookstream.core.records import StoredSecret, Webhook, WebhookSecret
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
+from hookstream.events.envelope import EventHead, build_body, delivery_id
 
 # The deployment's default, as the router writes it into every body.
 API_VERSION: str = Settings.model_fields["api_version"].default

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hookstream.core.catalog import matches
+from hookstream.events.catalog import matches
 from tests.chaos.load import PublishedEvent
 
 Pair = tuple[str, str]  # (event id, webhook id)

@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 
 from hookstream.api.auth import ApiKeys
 from hookstream.api.console.session import CSRF_FIELD, SESSION_COOKIE, Sessions
-from hookstream.core.catalog import default_catalog
+from hookstream.events.catalog import default_catalog
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 from tests.helpers import api_ready, fresh_store_url, settings_for_test, wait_for

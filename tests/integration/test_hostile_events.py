@@ -22,11 +22,11 @@ from confluent_kafka import KafkaError, Message, Producer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hookstream.core.catalog import default_catalog
 from hookstream.core.kafka import producer_config
 from hookstream.core.records import Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
+from hookstream.events.catalog import default_catalog
 from tests.conftest import ServiceStarter
 from tests.helpers import wait_for
 from tests.integration.test_routing import hook, ids_at

@@ -39,14 +39,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
-from hookstream.core.catalog import matches
 from hookstream.core.codec import MAGIC, DecodeError
-from hookstream.core.envelope import delivery_id
 from hookstream.core.records import Principal, Webhook, WebhookSecret
 from hookstream.core.secrets import load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
+from hookstream.events.catalog import matches
+from hookstream.events.envelope import delivery_id
 from hookstream.store import Store
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory

@@ -24,12 +24,12 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from standardwebhooks.webhooks import Webhook as Verifier
 
-from hookstream.core.envelope import delivery_id
 from hookstream.core.kafka import consumer_config
 from hookstream.core.records import SENDER_GROUP, Webhook, WebhookSecret
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
+from hookstream.events.envelope import delivery_id
 from hookstream.sender.service import OUTSTANDING_PER_SLOT
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory

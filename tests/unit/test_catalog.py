@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from hookstream.core.catalog import (
+from hookstream.core.resources import schemas_dir
+from hookstream.events.catalog import (
     CATALOG_FILE,
     Catalog,
     EventType,
@@ -18,7 +19,6 @@ from hookstream.core.catalog import (
     matches,
     redact,
 )
-from hookstream.core.resources import schemas_dir
 
 REQUIRED_TYPES = {
     "invoice.created": ("invoice", "invoices:read"),

@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
-from hookstream.core.catalog import Catalog, EventType, default_catalog
 from hookstream.core.codec import Codec, default_codec
-from hookstream.core.envelope import build_body, delivery_id
+from hookstream.events.catalog import Catalog, EventType, default_catalog
+from hookstream.events.envelope import build_body, delivery_id
 from hookstream.router.envelope import (
     BodyShaper,
     EventBodies,

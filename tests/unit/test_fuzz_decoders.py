@@ -25,7 +25,6 @@ from hookstream.api import models
 from hookstream.api.bodies import validated
 from hookstream.api.errors import ApiError
 from hookstream.core import signing
-from hookstream.core.catalog import default_catalog
 from hookstream.core.codec import MAGIC, Codec, DecodeError, default_codec
 from hookstream.core.keys import parse_keys
 from hookstream.core.records import (
@@ -36,6 +35,7 @@ from hookstream.core.records import (
     due_at_from_headers,
 )
 from hookstream.core.secrets import Keyring, SecretError
+from hookstream.events.catalog import default_catalog
 from hookstream.router.envelope import RejectedEvent, parse_event
 from hookstream.router.json_events import decode_json_event
 from hookstream.store.cursor import decode_cursor, encode_cursor

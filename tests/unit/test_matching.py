@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hookstream.core.catalog import default_catalog, matches
 from hookstream.core.records import Webhook
+from hookstream.events.catalog import default_catalog, matches
 from hookstream.router.matching import SubscriptionIndex
 
 

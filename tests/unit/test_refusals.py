@@ -18,9 +18,9 @@ from hookstream.core.deadletter import (
     require_ids,
     require_unix_ms,
 )
-from hookstream.core.envelope import EventHead, build_body
 from hookstream.core.instants import MAX_UNIX_MS
 from hookstream.core.records import Delivery
+from hookstream.events.envelope import EventHead, build_body
 from hookstream.logsink.intake import decode_attempt
 from hookstream.sender.intake import decode_delivery
 from tests.unit.test_codec import ATTEMPT, DELIVERY

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from hookstream.core.catalog import default_catalog
 from hookstream.core.codec import default_codec
 from hookstream.core.instants import utc_iso
+from hookstream.events.catalog import default_catalog
 from hookstream.router.envelope import RejectedEvent, parse_event
 
 CODEC = default_codec()

@@ -17,7 +17,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hookstream.api.errors import unavailable
-from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec
 from hookstream.core.context import ServiceContext
 from hookstream.core.records import Principal, Webhook
@@ -26,6 +25,7 @@ from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, ViewNotReadyError
 from hookstream.core.writer import KafkaWriter, Record, WriteFailedError, Written
+from hookstream.events.catalog import Catalog, default_catalog
 from hookstream.store import Store
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from hookstream.core.catalog import ALL_EVENTS, default_catalog
 from hookstream.core.records import DeliveryStatus
+from hookstream.events.catalog import ALL_EVENTS, default_catalog
 from hookstream.store import MAX_PAGE_SIZE
 from hookstream.store.cursor import decode_cursor
 from hookstream.store.errors import InvalidCursorError

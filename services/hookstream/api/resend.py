@@ -11,9 +11,9 @@ from hookstream.api.context import Api
 from hookstream.api.errors import ApiError, invalid
 from hookstream.api.models import Recover, Recovered, Replayed, TestSent
 from hookstream.api.times import iso, now_ms, parse_instant
-from hookstream.core.envelope import EventHead, build_body, delivery_id
 from hookstream.core.records import TEST_EVENT_TYPE, Delivery, Trigger, Webhook
 from hookstream.core.writer import Record
+from hookstream.events.envelope import EventHead, build_body, delivery_id
 from hookstream.store import DeliveryDetail, DeliveryRow
 
 

@@ -2,15 +2,15 @@
 
 Webhooks are bucketed per tenant by what they subscribe to, so matching one event costs a few
 dict lookups in its own tenant however many webhooks the platform holds. The result agrees
-with `hookstream.core.catalog.matches`, which stays the reference definition.
+with `hookstream.events.catalog.matches`, which stays the reference definition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hookstream.core.catalog import ALL_EVENTS
 from hookstream.core.records import Webhook
+from hookstream.events.catalog import ALL_EVENTS
 
 _CATEGORY_SUFFIX = ".*"
 # Event types are checked against the catalog before matching, so this bound is only a guard

@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from hookstream.core.catalog import Catalog, default_catalog
 from hookstream.core.codec import Codec
 from hookstream.core.context import ServiceContext
 from hookstream.core.deadletter import PROCESS_ERRORS, refuse
-from hookstream.core.envelope import delivery_id
 from hookstream.core.kafka import (
     Headers,
     consume_batch,
@@ -43,6 +41,8 @@ from hookstream.core.records import (
 from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.view import CompactedView
+from hookstream.events.catalog import Catalog, default_catalog
+from hookstream.events.envelope import delivery_id
 from hookstream.router import metrics
 from hookstream.router.envelope import BodyShaper, parse_event
 from hookstream.router.matching import SubscriptionIndex

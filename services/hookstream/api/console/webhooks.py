@@ -39,8 +39,8 @@ from hookstream.api.models import (
 from hookstream.api.present import delivery_out, health_out, webhook_out
 from hookstream.api.resend import recover_failed, send_test
 from hookstream.api.times import now_ms
-from hookstream.core.catalog import ALL_EVENTS
 from hookstream.core.records import Webhook
+from hookstream.events.catalog import ALL_EVENTS
 from hookstream.store import Health, Store
 
 routes = web.RouteTableDef()
