@@ -29,6 +29,7 @@ from hookstream.core.codec import MAGIC, Codec, DecodeError, default_codec
 from hookstream.core.keys import parse_keys
 from hookstream.core.records import (
     DUE_AT_HEADER,
+    Event,
     Principal,
     Webhook,
     WebhookSecret,
@@ -148,7 +149,7 @@ def test_codec_identify_raises_only_decode_error(data: bytes) -> None:
 @given(data=st.binary(max_size=512) | JSON.map(_dumps))
 def test_decode_json_event_raises_only_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
-        assert isinstance(decode_json_event(data), dict)
+        assert isinstance(decode_json_event(data), Event)
 
 
 def _json_events() -> st.SearchStrategy[bytes]:

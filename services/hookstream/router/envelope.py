@@ -68,36 +68,26 @@ def parse_event(
             f"the event is {len(value)} bytes, above the limit of {max_payload_bytes} bytes",
         )
     try:
-        if _is_json(headers):
-            record = decode_json_event(value)
-        else:
-            record = codec.decode(Event.SCHEMA, value)
+        event = decode_json_event(value) if _is_json(headers) else codec.read(Event, value)
     except DecodeError as exc:
         raise RejectedEvent(_decode_reason(str(exc)), str(exc)) from None
-
     try:
-        require_ids(record, _TEXT_FIELDS, "invalid_field")
+        require_ids(event, _TEXT_FIELDS, "invalid_field")
     except RejectedRecord as exc:
         raise RejectedEvent("invalid_field", f"event {exc.detail}") from None
-    event_type: str = record["type"]
-    if catalog.get(event_type) is None:
-        raise RejectedEvent("unknown_event_type", f"{event_type!r} is not in the event catalog")
-    published_at_ms = record.get("published_at_ms")
-    if published_at_ms is not None and (
-        not isinstance(published_at_ms, int) or isinstance(published_at_ms, bool)
-    ):
-        raise RejectedEvent("invalid_field", "event field 'published_at_ms' must be an integer")
+    if catalog.get(event.type) is None:
+        raise RejectedEvent("unknown_event_type", f"{event.type!r} is not in the event catalog")
     try:
-        require_unix_ms(record, ("published_at_ms",), "invalid_field")
+        require_unix_ms(event, ("published_at_ms",), "invalid_field")
     except RejectedRecord as exc:
         raise RejectedEvent("invalid_field", f"event {exc.detail}") from None
     return RoutedEvent(
-        id=record["id"],
-        type=event_type,
-        tenant_id=record["tenant_id"],
-        occurred_at=_occurred_at(record.get("occurred_at")),
-        data=_data(record.get("data")),
-        published_at_ms=published_at_ms,
+        id=event.id,
+        type=event.type,
+        tenant_id=event.tenant_id,
+        occurred_at=_occurred_at(event.occurred_at),
+        data=_data(event.data),
+        published_at_ms=event.published_at_ms,
     )
 
 

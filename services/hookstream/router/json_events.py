@@ -13,11 +13,10 @@ import orjson
 
 from hookstream.core.codec import DecodeError
 from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso
+from hookstream.core.records import Event
 
-_EVENT_TEXT_FIELDS = ("id", "type", "tenant_id")
 
-
-def decode_json_event(data: bytes) -> dict[str, Any]:
+def decode_json_event(data: bytes) -> Event:
     """Decode an event sent as JSON into the same shape as a decoded Avro `Event`."""
     try:
         loaded = orjson.loads(data)
@@ -25,11 +24,13 @@ def decode_json_event(data: bytes) -> dict[str, Any]:
         raise DecodeError(f"event is not valid JSON: {exc}") from exc
     if not isinstance(loaded, dict):
         raise DecodeError(f"event must be a JSON object, got {_json_kind(loaded)}")
-    event: dict[str, Any] = {field: _text_field(loaded, field) for field in _EVENT_TEXT_FIELDS}
-    event["occurred_at"] = _occurred_at(loaded.get("occurred_at"))
-    event["data"] = _data_text(loaded)
-    event["published_at_ms"] = None
-    return event
+    return Event(
+        id=_text_field(loaded, "id"),
+        type=_text_field(loaded, "type"),
+        tenant_id=_text_field(loaded, "tenant_id"),
+        occurred_at=_occurred_at(loaded.get("occurred_at")),
+        data=_data_text(loaded),
+    )
 
 
 def _text_field(event: Mapping[str, Any], field: str) -> str:
