@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from hookstream.core.records import Delivery, Retry
+from hookstream.core.records import (
+    Attempt,
+    DeadLetter,
+    Delivery,
+    Event,
+    Principal,
+    Retry,
+    TopicRecord,
+    Webhook,
+)
 from hookstream.core.settings import Settings
 
 
@@ -65,9 +75,36 @@ class Topics:
             retry_tiers=tiers,
         )
 
+    # Each topic's record type, set once: the sender asks for every record it takes.
+    _record_types: Mapping[str, type[TopicRecord]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        types: dict[str, type[TopicRecord]] = {
+            self.events: Event,
+            self.webhooks: Webhook,
+            self.principals: Principal,
+            self.deliveries: Delivery,
+            self.dlq: DeadLetter,
+            self.delivery_log: Attempt,
+        }
+        types.update((tier.topic, Retry) for tier in self.retry_tiers)
+        object.__setattr__(self, "_record_types", types)
+
+    def record_type(self, topic: str) -> type[TopicRecord]:
+        """The one record type the values of `topic` are (`codec.read(type, value)`)."""
+        try:
+            return self._record_types[topic]
+        except KeyError:
+            raise ValueError(f"{topic!r} is not one of hookstream's topics") from None
+
     def delivery_type(self, topic: str) -> type[Delivery]:
         """The record type of a topic the sender reads: `Delivery`, or `Retry` in a tier."""
-        return Delivery if topic == self.deliveries else Retry
+        kind = self.record_type(topic)
+        if not issubclass(kind, Delivery):
+            raise ValueError(f"{topic!r} holds {kind.__name__} records, not deliveries")
+        return kind
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
