@@ -1,4 +1,5 @@
-"""Helpers for tests: subprocess environments, waiting with a deadline, fresh store databases."""
+"""Helpers for tests: subprocess environments, waiting with a deadline, fresh store databases,
+records of the delivery path (attempts, deliveries, retries) with valid defaults."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, make_url, text
@@ -136,3 +138,85 @@ def _drop_database(admin: Engine, name: str, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+# -- records of the delivery path ---------------------------------------------------------
+# One factory per record type: when the application's records become typed, these are the
+# only places that build them.
+
+T0_MS = 1_700_000_000_000  # a fixed moment (2023-11-14T22:13:20Z) for records that need one
+
+
+def attempt_record(
+    delivery_id: str = "dlv_1",
+    number: int = 1,
+    *,
+    webhook_id: str = "wh_1",
+    tenant_id: str = "tenant_a",
+    event_type: str = "invoice.paid",
+    started_at_ms: int = T0_MS,
+    outcome: str = "success",
+    status_code: int | None = 200,
+    error: str | None = None,
+    response_body: str | None = None,
+    next_attempt_at_ms: int | None = None,
+    trigger: str = "scheduled",
+    body: bytes | None = None,
+    attempt_id: str | None = None,
+    url: str | None = None,
+    duration_ms: int | None = None,
+) -> dict[str, Any]:
+    """A valid `Attempt` record (schemas/attempt.avsc: a delivery-log value) as a sender would
+    log it. Unless given: the attempt and event ids follow the delivery id, the URL the webhook
+    id, the duration the attempt number, and a 410 disables the webhook."""
+    return {
+        "attempt_id": attempt_id or f"att_{delivery_id}_{number}_{trigger}",
+        "delivery_id": delivery_id,
+        "event_id": f"evt_{delivery_id}",
+        "webhook_id": webhook_id,
+        "tenant_id": tenant_id,
+        "event_type": event_type,
+        "attempt_number": number,
+        "trigger": trigger,
+        "url": url if url is not None else f"https://hooks.example.com/{webhook_id}",
+        "started_at_ms": started_at_ms,
+        "duration_ms": duration_ms if duration_ms is not None else 40 + number,
+        "status_code": status_code,
+        "outcome": outcome,
+        "error": error,
+        "response_body": response_body,
+        "next_attempt_at_ms": next_attempt_at_ms,
+        "webhook_disabled": status_code == 410,
+        "body": body,
+    }
+
+
+def delivery_record(
+    tag: str,
+    webhook_id: str = "wh_1",
+    at_ms: int = T0_MS,
+    *,
+    retry: bool = False,
+    tenant_id: str = "tenant_a",
+    event_type: str = "invoice.paid",
+) -> dict[str, Any]:
+    """A valid `Delivery` record (schemas/delivery.avsc) of event `evt_<tag>` to `webhook_id`,
+    routed at `at_ms`; with `retry`, the `Retry` record (schemas/retry.avsc) of its second
+    attempt, due at `at_ms` in the first tier after a 503."""
+    event_id = f"evt_{tag}"
+    record: dict[str, Any] = {
+        "delivery_id": f"dlv_{tag}",
+        "event_id": event_id,
+        "event_type": event_type,
+        "tenant_id": tenant_id,
+        "webhook_id": webhook_id,
+        "body": orjson.dumps({"id": event_id, "type": event_type, "data": {"n": tag}}),
+        "attempt": 2 if retry else 1,
+        "trigger": "scheduled",
+        "due_at_ms": at_ms if retry else 0,
+        "created_at_ms": at_ms,
+        "first_attempt_at_ms": at_ms - 1000 if retry else None,
+    }
+    if retry:
+        record.update(tier="200ms", previous_status_code=503, previous_error=None)
+    return record

@@ -204,46 +204,6 @@ class TopicTail:
         self._consumer.close()
 
 
-def attempt_record(
-    delivery_id: str,
-    number: int,
-    *,
-    webhook_id: str,
-    tenant_id: str = "tenant_a",
-    event_type: str = "invoice.paid",
-    started_at_ms: int,
-    outcome: str = "success",
-    status_code: int | None = 200,
-    error: str | None = None,
-    response_body: str | None = None,
-    next_attempt_at_ms: int | None = None,
-    trigger: str = "scheduled",
-    body: bytes | None = None,
-    attempt_id: str | None = None,
-) -> dict[str, Any]:
-    """An `Attempt` record (delivery-log value) as a sender would log it."""
-    return {
-        "attempt_id": attempt_id or f"att_{delivery_id}_{number}_{trigger}",
-        "delivery_id": delivery_id,
-        "event_id": f"evt_{delivery_id}",
-        "webhook_id": webhook_id,
-        "tenant_id": tenant_id,
-        "event_type": event_type,
-        "attempt_number": number,
-        "trigger": trigger,
-        "url": f"https://hooks.example.com/{webhook_id}",
-        "started_at_ms": started_at_ms,
-        "duration_ms": 40 + number,
-        "status_code": status_code,
-        "outcome": outcome,
-        "error": error,
-        "response_body": response_body,
-        "next_attempt_at_ms": next_attempt_at_ms,
-        "webhook_disabled": status_code == 410,
-        "body": body,
-    }
-
-
 class Service:
     """One `hookstream run <name>` process, as an operator would start it."""
 

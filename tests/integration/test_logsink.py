@@ -33,8 +33,8 @@ from hookstream.store.engine import make_engine
 from hookstream.store.schema import attempts, deliveries, webhook_health
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
-from tests.helpers import STORE_BACKENDS, fresh_store_url, wait_for
-from tests.pipeline import Platform, Service, attempt_record, make_webhook, read_topic
+from tests.helpers import STORE_BACKENDS, attempt_record, fresh_store_url, wait_for
+from tests.pipeline import Platform, Service, make_webhook, read_topic
 from tests.receiver import Behaviour, TestReceiver
 
 pytestmark = pytest.mark.integration
