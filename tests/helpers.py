@@ -1,21 +1,24 @@
 """Helpers for tests: subprocess environments, waiting with a deadline, fresh store databases,
-records of the delivery path (attempts, deliveries, retries) with valid defaults."""
+records of the delivery path (attempts, deliveries, retries) with valid defaults, a fake DNS."""
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
+import socket
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -220,3 +223,52 @@ def delivery_record(
     if retry:
         record.update(tier="200ms", previous_status_code=503, previous_error=None)
     return record
+
+
+# -- a fake DNS, for the SSRF guard --------------------------------------------------------
+
+
+class FakeDns:
+    """A controllable resolver: each name answers its queued address lists in turn (the last
+    one repeats); any other name does not exist. `lookup` is the API's create-time resolution
+    (`check_url(resolve=...)`), `resolver()` the sender's (an aiohttp resolver)."""
+
+    def __init__(self, answers: Mapping[str, Sequence[Sequence[str]]]) -> None:
+        self.answers = {name: list(queue) for name, queue in answers.items()}
+        self.queries: list[str] = []
+        # Whether a resolver of this DNS was closed.
+        self.closed = False
+
+    def _next(self, host: str) -> Sequence[str]:
+        self.queries.append(host)
+        queue = self.answers.get(host.removesuffix("."))
+        if not queue:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def lookup(self, host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        return [ipaddress.ip_address(address) for address in self._next(host)]
+
+    def resolver(self) -> AbstractResolver:
+        dns = self
+
+        class Resolver(AbstractResolver):
+            async def resolve(
+                self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+            ) -> list[ResolveResult]:
+                return [
+                    ResolveResult(
+                        hostname=host,
+                        host=address,
+                        port=port,
+                        family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                        proto=0,
+                        flags=socket.AI_NUMERICHOST,
+                    )
+                    for address in dns._next(host)
+                ]
+
+            async def close(self) -> None:
+                dns.closed = True
+
+        return Resolver()

@@ -30,11 +30,10 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
 from hookstream.core import signing
-from hookstream.core.destinations import IPAddress, check_url
+from hookstream.core.destinations import check_url
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
 from hookstream.sender import http as sender_http
@@ -42,7 +41,7 @@ from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import Outcome, classify
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
-from tests.helpers import settings_for_test, wait_for
+from tests.helpers import FakeDns, settings_for_test, wait_for
 from tests.pipeline import Platform, Service, make_webhook, read_topic
 
 pytestmark = pytest.mark.integration
@@ -107,49 +106,6 @@ NAMES: dict[str, tuple[Sequence[str], str]] = {
 
 def url(host: str, port: int | None = None, scheme: str = "https") -> str:
     return f"{scheme}://{host}{f':{port}' if port else ''}/hook"
-
-
-class FakeDns:
-    """A controllable resolver: each name answers its queued address lists in turn (the last
-    one repeats). `lookup` is the API's create-time resolution, `resolver()` the sender's."""
-
-    def __init__(self, answers: dict[str, list[Sequence[str]]]) -> None:
-        self.answers = {name: list(queue) for name, queue in answers.items()}
-        self.queries: list[str] = []
-
-    def _next(self, host: str) -> Sequence[str]:
-        self.queries.append(host)
-        queue = self.answers.get(host.removesuffix("."))
-        if not queue:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return queue.pop(0) if len(queue) > 1 else queue[0]
-
-    def lookup(self, host: str) -> list[IPAddress]:
-        return [ipaddress.ip_address(address) for address in self._next(host)]
-
-    def resolver(self) -> AbstractResolver:
-        dns = self
-
-        class Resolver(AbstractResolver):
-            async def resolve(
-                self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-            ) -> list[ResolveResult]:
-                return [
-                    ResolveResult(
-                        hostname=host,
-                        host=address,
-                        port=port,
-                        family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                        proto=0,
-                        flags=socket.AI_NUMERICHOST,
-                    )
-                    for address in dns._next(host)
-                ]
-
-            async def close(self) -> None:
-                return None
-
-        return Resolver()
 
 
 class Listener:
