@@ -25,7 +25,6 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import MetaData, create_engine, select
 
-from hookstream.core import reencrypt as reencrypt_module
 from hookstream.core.keys import generate_key, parse_keys
 from hookstream.core.records import Webhook
 from hookstream.core.secrets import Keyring, key_id_of, load_keyring
@@ -34,6 +33,7 @@ from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.store.engine import normalize_url
 from hookstream.tools import localkafka
+from hookstream.tools import reencrypt as reencrypt_module
 from hookstream.tools.topics import admin_client, create_topics
 from tests.helpers import (
     STORE_BACKENDS,
