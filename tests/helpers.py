@@ -54,6 +54,12 @@ def settings_for_test(bootstrap: str, prefix: str, **overrides: Any) -> Settings
     return load_settings(**values)
 
 
+def loopback_sender_settings(**overrides: Any) -> Settings:
+    """Settings for an `HttpSender` in the test process that may send to loopback receivers
+    (and plain http to them: allowed only through `allow_private_targets`)."""
+    return load_settings(**{"allow_private_targets": ("127.0.0.0/8",), **overrides})
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a `hookstream` subprocess see exactly these settings."""
     env = dict(os.environ)
