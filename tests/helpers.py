@@ -99,13 +99,32 @@ def api_ready(base_url: str) -> bool:
         return False
 
 
+def unique_prefix() -> str:
+    """A topic and consumer-group prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process `pid` exists (a zombie still does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def sqlite_url(directory: Path, name: str = "store.db") -> str:
+    """The URL of a SQLite store database `name` in `directory`."""
+    return f"sqlite:///{directory / name}"
+
+
 @contextmanager
 def fresh_store_url(backend: str, directory: Path) -> Iterator[str]:
     """The URL of an empty store database: a SQLite file in `directory`, or a new PostgreSQL
     database (dropped afterwards) on `HOOKSTREAM_TEST_POSTGRES_URL` or the development server.
     """
     if backend == "sqlite":
-        yield f"sqlite:///{directory / 'store.db'}"
+        yield sqlite_url(directory)
         return
     if backend != "postgresql":
         raise ValueError(f"unknown store backend {backend!r}: expected one of {STORE_BACKENDS}")

@@ -6,7 +6,6 @@ Real broker, real store, real HTTP on loopback; each stack has its own topics.
 from __future__ import annotations
 
 import http.client
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import orjson
 from hookstream.core.settings import Settings
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
-from tests.helpers import settings_for_test, wait_for
+from tests.helpers import settings_for_test, sqlite_url, unique_prefix, wait_for
 from tests.pipeline import Service
 from tests.receiver import TestReceiver
 
@@ -90,11 +89,11 @@ def console_stack(
 ) -> Iterator[ConsoleStack]:
     settings = settings_for_test(
         bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
+        unique_prefix(),
         deliveries_partitions=2,
         retry_schedule=(0.2, 0.5),
         request_timeout=2.0,
-        store_url=f"sqlite:///{directory / 'store.db'}",
+        store_url=sqlite_url(directory),
         api_port=localkafka.free_port(),
         api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B, ADMIN: "*"},
         allow_private_targets=("127.0.0.0/8",),

@@ -24,7 +24,7 @@ from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
-from tests.helpers import fresh_store_url, settings_for_test, wait_for
+from tests.helpers import fresh_store_url, settings_for_test, sqlite_url, unique_prefix, wait_for
 from tests.pipeline import Service, read_topic
 from tests.receiver import Behaviour, Received, TestReceiver
 
@@ -159,7 +159,7 @@ def settle() -> None:
 def _settings(bootstrap: str, store_url: str, **overrides: Any) -> Settings:
     return settings_for_test(
         bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
+        unique_prefix(),
         **{
             "deliveries_partitions": 2,
             "retry_schedule": (0.2, 0.5),
@@ -418,7 +418,7 @@ def test_503_while_kafka_is_unreachable(
     directory = tmp_path_factory.mktemp("api-down")
     settings = _settings(
         kafka_bootstrap,
-        f"sqlite:///{directory / 'store.db'}",
+        sqlite_url(directory),
         kafka_bootstrap_servers=f"127.0.0.1:{localkafka.free_port()}",
     )
     service = Service(settings, "api", directory)

@@ -27,7 +27,6 @@ import http.client
 import json
 import time
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,13 @@ from hookstream.api.console.session import CSRF_FIELD, SESSION_COOKIE, Sessions
 from hookstream.core.catalog import default_catalog
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
-from tests.helpers import api_ready, fresh_store_url, settings_for_test, wait_for
+from tests.helpers import (
+    api_ready,
+    fresh_store_url,
+    settings_for_test,
+    unique_prefix,
+    wait_for,
+)
 from tests.pipeline import Service
 
 pytestmark = pytest.mark.integration
@@ -165,7 +170,7 @@ def target(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
     with fresh_store_url("postgresql", directory) as store_url:
         configured = settings_for_test(
             kafka_bootstrap,
-            f"t{uuid.uuid4().hex[:10]}.",
+            unique_prefix(),
             events_partitions=1,
             deliveries_partitions=1,
             retry_partitions=1,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from hookstream.api.openapi import build_document
 from hookstream.core.settings import load_settings
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
-from tests.helpers import api_ready, settings_for_test, wait_for
+from tests.helpers import api_ready, settings_for_test, sqlite_url, unique_prefix, wait_for
 from tests.pipeline import Service
 
 pytestmark = pytest.mark.integration
@@ -30,13 +29,13 @@ def api_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     directory: Path = tmp_path_factory.mktemp("api-fuzz")
     configured = settings_for_test(
         kafka_bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
+        unique_prefix(),
         events_partitions=1,
         deliveries_partitions=1,
         retry_partitions=1,
         delivery_log_partitions=1,
         retry_schedule=(0.2,),
-        store_url=f"sqlite:///{directory / 'store.db'}",
+        store_url=sqlite_url(directory),
         api_port=localkafka.free_port(),
         api_keys={KEY: "tenant_fuzz"},
     )

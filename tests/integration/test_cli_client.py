@@ -24,7 +24,14 @@ import pytest
 from hookstream.core.settings import Settings
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
-from tests.helpers import api_ready, settings_env, settings_for_test, wait_for
+from tests.helpers import (
+    api_ready,
+    settings_env,
+    settings_for_test,
+    sqlite_url,
+    unique_prefix,
+    wait_for,
+)
 from tests.pipeline import Service
 from tests.receiver import Behaviour, Received, TestReceiver
 
@@ -98,11 +105,11 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     directory = tmp_path_factory.mktemp("cli")
     settings = settings_for_test(
         kafka_bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
+        unique_prefix(),
         deliveries_partitions=2,
         retry_schedule=(0.2, 0.5),
         request_timeout=2.0,
-        store_url=f"sqlite:///{directory / 'store.db'}",
+        store_url=sqlite_url(directory),
         api_port=localkafka.free_port(),
         api_keys={KEY: TENANT, ADMIN: "*"},
         allow_private_targets=("127.0.0.0/8",),

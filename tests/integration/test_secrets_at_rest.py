@@ -41,6 +41,8 @@ from tests.helpers import (
     fresh_store_url,
     settings_env,
     settings_for_test,
+    sqlite_url,
+    unique_prefix,
     wait_for,
 )
 from tests.pipeline import CODEC, Platform, Service, make_webhook, read_topic
@@ -160,13 +162,13 @@ def _settings(bootstrap: str, store_url: str, **overrides: Any) -> Settings:
         "allow_private_targets": ("127.0.0.0/8",),
         **overrides,
     }
-    return settings_for_test(bootstrap, f"t{uuid.uuid4().hex[:10]}.", **values)
+    return settings_for_test(bootstrap, unique_prefix(), **values)
 
 
 @pytest.fixture
 def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
     receiver = TestReceiver().start()
-    settings = _settings(kafka_bootstrap, f"sqlite:///{tmp_path / 'store.db'}")
+    settings = _settings(kafka_bootstrap, sqlite_url(tmp_path))
     built = Stack(settings, tmp_path, receiver)
     try:
         yield built
@@ -506,7 +508,7 @@ def test_reencrypt_reapplies_changes_made_while_it_runs(
 def test_production_without_a_key_does_not_start(
     kafka_bootstrap: str, tmp_path: Path, service: str
 ) -> None:
-    settings = _settings(kafka_bootstrap, f"sqlite:///{tmp_path / 'store.db'}")
+    settings = _settings(kafka_bootstrap, sqlite_url(tmp_path))
     env = settings_env(settings)
     env.update(HOOKSTREAM_ENV="production", HOOKSTREAM_ENCRYPTION_KEY="")
     result = subprocess.run(

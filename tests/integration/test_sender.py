@@ -34,7 +34,7 @@ from hookstream.sender.fetcher import SENDER_GROUP
 from hookstream.sender.service import OUTSTANDING_PER_SLOT
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
-from tests.helpers import settings_for_test, wait_for
+from tests.helpers import settings_for_test, unique_prefix, wait_for
 from tests.pipeline import CODEC, Platform, Service, make_webhook, read_topic
 from tests.receiver import Behaviour, Received, TestReceiver
 
@@ -138,7 +138,7 @@ def own_settings(settings_factory: SettingsFactory, **overrides: Any) -> Setting
     The `services` fixture has already created this test's default topics under the test's
     prefix; a layout of our own (e.g. one deliveries partition) needs fresh topic names.
     """
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    prefix = unique_prefix()
     settings = settings_factory(topic_prefix=prefix, consumer_group_prefix=prefix, **overrides)
     create_topics(settings)
     return settings
@@ -201,7 +201,7 @@ NOT_UP_FRONT = ("deleted", "poison", "gone_sibling", "gone_deleted", "gone_chang
 def table(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Table]:
     # Module-scoped, so it cannot use the function-scoped `settings_factory`: the same kind of
     # settings (own prefix, small partitions) with this table's schedule and timeout.
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    prefix = unique_prefix()
     settings = settings_for_test(
         kafka_bootstrap,
         prefix,

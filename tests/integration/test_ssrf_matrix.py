@@ -21,7 +21,6 @@ import asyncio
 import ipaddress
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import Outcome, classify
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
-from tests.helpers import FakeDns, settings_for_test, wait_for
+from tests.helpers import FakeDns, settings_for_test, sqlite_url, unique_prefix, wait_for
 from tests.pipeline import Platform, Service, make_webhook, read_topic
 
 pytestmark = pytest.mark.integration
@@ -180,8 +179,8 @@ def api(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     directory = tmp_path_factory.mktemp("ssrf-api")
     settings = settings_for_test(
         kafka_bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
-        store_url=f"sqlite:///{directory / 'store.db'}",
+        unique_prefix(),
+        store_url=sqlite_url(directory),
         api_port=localkafka.free_port(),
         api_keys={KEY: TENANT},
         allow_private_targets=(),
@@ -407,8 +406,8 @@ def test_sender_process_records_each_refusal_once_and_never_retries(
     """Webhooks written straight to the topic (past the API's check), allow-list off."""
     settings = settings_for_test(
         kafka_bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
-        store_url=f"sqlite:///{tmp_path / 'store.db'}",
+        unique_prefix(),
+        store_url=sqlite_url(tmp_path),
         allow_private_targets=(),
         request_timeout=2.0,
     )
