@@ -91,12 +91,17 @@ def wait_for(
 
 
 def api_ready(base_url: str) -> bool:
-    """Whether the API at `base_url` answers its readiness probe."""
+    """Whether the API (or a service's probes) at `base_url` answers its readiness probe."""
     try:
         with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as response:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def wait_api_ready(base_url: str, timeout: float = 60) -> None:
+    """Until the API at `base_url` answers its readiness probe."""
+    wait_for(lambda: api_ready(base_url), timeout=timeout, interval=0.2, what="the API's /readyz")
 
 
 def unique_prefix() -> str:

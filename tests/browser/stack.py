@@ -14,19 +14,14 @@ from typing import Any
 
 import orjson
 
-from hookstream.core.settings import Settings
-from hookstream.tools import localkafka
-from hookstream.tools.topics import create_topics
-from tests.helpers import settings_for_test, sqlite_url, unique_prefix, wait_for
-from tests.pipeline import Service
-from tests.receiver import TestReceiver
+from tests.helpers import sqlite_url
+from tests.pipeline import PIPELINE, PipelineStack, api_settings, running_stack
 
 KEY_A = "console-key-tenant-a-0123456789"
 KEY_B = "console-key-tenant-b-0123456789"
 ADMIN = "console-key-admin-0123456789"
 TENANT_A = "tenant_a"
 TENANT_B = "tenant_b"
-PIPELINE = ("api", "router", "sender", "log-sink")
 
 
 @dataclass
@@ -45,18 +40,14 @@ class Reply:
 
 
 @dataclass
-class ConsoleStack:
-    settings: Settings
-    receiver: TestReceiver
-    services: dict[str, Service]
-
+class ConsoleStack(PipelineStack):
     @property
     def port(self) -> int:
         return self.settings.api_port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.api_url
 
     def request(
         self,
@@ -79,43 +70,12 @@ class ConsoleStack:
         payload = None if body is None else orjson.dumps(body)
         return self.request(method, path, payload, headers)
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {n} ---\n{s.log()[-4000:]}" for n, s in self.services.items())
-
 
 @contextmanager
 def console_stack(
     bootstrap: str, directory: Path, names: tuple[str, ...] = PIPELINE
 ) -> Iterator[ConsoleStack]:
-    settings = settings_for_test(
-        bootstrap,
-        unique_prefix(),
-        deliveries_partitions=2,
-        retry_schedule=(0.2, 0.5),
-        request_timeout=2.0,
-        store_url=sqlite_url(directory),
-        api_port=localkafka.free_port(),
-        api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B, ADMIN: "*"},
-        allow_private_targets=("127.0.0.0/8",),
-    )
-    create_topics(settings)
-    receiver = TestReceiver().start()
-    services = {name: Service(settings, name, directory) for name in names}
-    stack = ConsoleStack(settings, receiver, services)
-    try:
-        wait_for(lambda: _ready(stack), timeout=60, interval=0.2, what="the API's /readyz")
+    store_url = sqlite_url(directory)
+    settings = api_settings(bootstrap, store_url, {KEY_A: TENANT_A, KEY_B: TENANT_B, ADMIN: "*"})
+    with running_stack(ConsoleStack, settings, directory, names) as stack:
         yield stack
-    finally:
-        for service in services.values():
-            service.terminate(30)
-        print(stack.logs())
-        for service in services.values():
-            service.close()
-        receiver.stop()
-
-
-def _ready(stack: ConsoleStack) -> bool:
-    try:
-        return stack.request("GET", "/readyz").status == 200
-    except OSError:
-        return False

@@ -32,7 +32,6 @@ from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.store.engine import normalize_url
-from hookstream.tools import localkafka
 from hookstream.tools import reencrypt as reencrypt_module
 from hookstream.tools.topics import admin_client, create_topics
 from tests.helpers import (
@@ -40,12 +39,11 @@ from tests.helpers import (
     TEST_ENCRYPTION_KEY,
     fresh_store_url,
     settings_env,
-    settings_for_test,
     sqlite_url,
-    unique_prefix,
+    wait_api_ready,
     wait_for,
 )
-from tests.pipeline import CODEC, Platform, Service, make_webhook, read_topic
+from tests.pipeline import CODEC, Platform, Service, api_settings, make_webhook, read_topic
 from tests.receiver import Received, TestReceiver
 
 pytestmark = pytest.mark.integration
@@ -72,12 +70,6 @@ class Api:
         finally:
             connection.close()
 
-    def ready(self) -> bool:
-        try:
-            return self.call("GET", "/readyz")[0] == 200
-        except OSError:
-            return False
-
 
 @dataclass
 class Stack:
@@ -95,7 +87,7 @@ class Stack:
         for name in names:
             self.services[name] = Service(settings or self.settings, name, self.directory)
         if "api" in names:
-            wait_for(self.api.ready, timeout=60, interval=0.2, what="the API's /readyz")
+            wait_api_ready(f"http://127.0.0.1:{self.settings.api_port}")
 
     def restart(self, settings: Settings, *names: str) -> None:
         for name in names:
@@ -152,17 +144,7 @@ class Stack:
 
 
 def _settings(bootstrap: str, store_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "deliveries_partitions": 2,
-        "retry_schedule": (0.2, 0.5),
-        "request_timeout": 2.0,
-        "store_url": store_url,
-        "api_port": localkafka.free_port(),
-        "api_keys": {KEY: TENANT},
-        "allow_private_targets": ("127.0.0.0/8",),
-        **overrides,
-    }
-    return settings_for_test(bootstrap, unique_prefix(), **values)
+    return api_settings(bootstrap, store_url, {KEY: TENANT}, **overrides)
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from hookstream.sender.outcome import Outcome, classify
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 from tests.helpers import FakeDns, settings_for_test, sqlite_url, unique_prefix, wait_for
-from tests.pipeline import Platform, Service, make_webhook, read_topic
+from tests.pipeline import Platform, Service, make_webhook, read_topic, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -185,22 +185,8 @@ def api(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         api_keys={KEY: TENANT},
         allow_private_targets=(),
     )
-    create_topics(settings)
-    service = Service(settings, "api", directory)
-    client = Api(settings.api_port)
-
-    def ready() -> bool:
-        try:
-            return client.call("GET", "/readyz", None)[0] == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(ready, timeout=60, interval=0.2, what="the API's /readyz")
-        yield client
-    finally:
-        service.terminate(30)
-        service.close()
+    with running_api(settings, directory):
+        yield Api(settings.api_port)
 
 
 def _refused_at_create(reply: tuple[int, Any], reason: str) -> str:
