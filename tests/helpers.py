@@ -1,9 +1,11 @@
-"""Helpers for tests: subprocess environments, waiting with a deadline, fresh store databases,
-records of the delivery path (attempts, deliveries, retries) with valid defaults, a fake DNS."""
+"""Helpers for tests: settings and subprocess environments, waiting with a deadline, HTTP calls
+on loopback, fresh store databases, records of the delivery path (attempts, deliveries,
+retries) with valid defaults, a fake DNS."""
 
 from __future__ import annotations
 
 import base64
+import http.client
 import ipaddress
 import json
 import os
@@ -13,6 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,50 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what or condition!r}")
         time.sleep(interval)
+
+
+@dataclass
+class Reply:
+    """An HTTP answer: its status, body and headers."""
+
+    status: int
+    body: bytes
+    headers: http.client.HTTPMessage
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+def http_request(
+    port: int,
+    method: str,
+    target: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> Reply:
+    """One request to 127.0.0.1:`port` on a connection of its own, sent as given."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, target, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Reply(response.status, response.read(), response.headers)
+    finally:
+        connection.close()
+
+
+def api_call(port: int, key: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One call of the JSON API at 127.0.0.1:`port` with `key`: the status, and the answer
+    decoded (None when it is empty)."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    payload = None if body is None else orjson.dumps(body)
+    reply = http_request(port, method, path, payload, headers)
+    return reply.status, orjson.loads(reply.body) if reply.body else None
 
 
 def api_ready(base_url: str) -> bool:

@@ -5,7 +5,6 @@ Real broker, real store, real HTTP on loopback; each stack has its own topics.
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from tests.helpers import sqlite_url
+from tests.helpers import Reply, http_request, sqlite_url
 from tests.pipeline import PIPELINE, PipelineStack, api_settings, running_stack
 
 KEY_A = "console-key-tenant-a-0123456789"
@@ -22,21 +21,6 @@ KEY_B = "console-key-tenant-b-0123456789"
 ADMIN = "console-key-admin-0123456789"
 TENANT_A = "tenant_a"
 TENANT_B = "tenant_b"
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes
-    headers: http.client.HTTPMessage
-
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode()
 
 
 @dataclass
@@ -56,13 +40,7 @@ class ConsoleStack(PipelineStack):
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Reply(response.status, response.read(), response.headers)
-        finally:
-            connection.close()
+        return http_request(self.port, method, path, body, headers)
 
     def api(self, method: str, path: str, body: Any = None, key: str = ADMIN) -> Reply:
         """The JSON API, for what a test arranges outside the console (events, other tenants)."""

@@ -6,7 +6,6 @@ test works on its own webhooks, and on its own tenants where it lists things.
 
 from __future__ import annotations
 
-import http.client
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from hookstream.api.openapi import documented_routes
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.tools import localkafka
-from tests.helpers import fresh_store_url, sqlite_url, wait_for
+from tests.helpers import fresh_store_url, http_request, sqlite_url, wait_for
 from tests.pipeline import PipelineStack, Service, api_settings, read_topic, running_stack
 from tests.receiver import Behaviour, Received, received
 
@@ -86,15 +85,8 @@ class Client:
         payload = raw if raw is not None else (None if body is None else orjson.dumps(body))
         if payload is not None:
             sent.setdefault("Content-Type", "application/json")
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, path, body=payload, headers=sent)
-            response = connection.getresponse()
-            return Reply(
-                response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
-            )
-        finally:
-            connection.close()
+        reply = http_request(self.port, method, path, payload, sent)
+        return Reply(reply.status, reply.body, {k.lower(): v for k, v in reply.headers.items()})
 
     def get(self, path: str, **kw: Any) -> Reply:
         return self.call("GET", path, **kw)

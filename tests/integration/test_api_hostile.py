@@ -23,7 +23,6 @@ case says otherwise.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import time
 import urllib.parse
@@ -40,7 +39,7 @@ from hypothesis import strategies as st
 from hookstream.api.auth import KeyRing
 from hookstream.api.console.session import CSRF_FIELD, SESSION_COOKIE, Sessions
 from hookstream.core.catalog import default_catalog
-from tests.helpers import fresh_store_url
+from tests.helpers import Reply, fresh_store_url, http_request
 from tests.pipeline import Service, lone_api_settings, running_api
 
 pytestmark = pytest.mark.integration
@@ -88,13 +87,6 @@ ERROR_CODES = {
 
 
 @dataclass
-class Reply:
-    status: int
-    body: bytes
-    headers: http.client.HTTPMessage
-
-
-@dataclass
 class Target:
     port: int
     service: Service
@@ -111,13 +103,7 @@ class Target:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, target, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Reply(response.status, response.read(), response.headers)
-        finally:
-            connection.close()
+        return http_request(self.port, method, target, body, headers)
 
     def api(
         self,

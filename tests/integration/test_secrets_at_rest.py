@@ -10,7 +10,6 @@ its base64 body and its raw key bytes: none may appear.
 from __future__ import annotations
 
 import base64
-import http.client
 import subprocess
 import sys
 import time
@@ -20,7 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import MetaData, create_engine, select
@@ -37,6 +35,7 @@ from hookstream.tools.topics import admin_client, create_topics
 from tests.helpers import (
     STORE_BACKENDS,
     TEST_ENCRYPTION_KEY,
+    api_call,
     fresh_store_url,
     settings_env,
     sqlite_url,
@@ -59,16 +58,7 @@ class Api:
     port: int
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-            payload = None if body is None else orjson.dumps(body)
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
-            return response.status, orjson.loads(raw) if raw else None
-        finally:
-            connection.close()
+        return api_call(self.port, KEY, method, path, body)
 
 
 @dataclass

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -40,7 +39,7 @@ from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import Outcome, classify
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
-from tests.helpers import FakeDns, settings_for_test, sqlite_url, unique_prefix, wait_for
+from tests.helpers import FakeDns, api_call, settings_for_test, sqlite_url, unique_prefix, wait_for
 from tests.pipeline import Platform, Service, make_webhook, read_topic, running_api
 
 pytestmark = pytest.mark.integration
@@ -157,16 +156,7 @@ class Api:
     port: int
 
     def call(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        import http.client
-
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-            connection.request(method, path, body=orjson.dumps(body), headers=headers)
-            response = connection.getresponse()
-            return response.status, orjson.loads(response.read() or b"null")
-        finally:
-            connection.close()
+        return api_call(self.port, KEY, method, path, body)
 
     def create(self, target: str) -> tuple[int, Any]:
         return self.call(
