@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,13 @@ import pytest
 from hookstream.core.settings import Settings
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
-from tests.helpers import settings_for_test
+from tests.helpers import (
+    STORE_BACKENDS,
+    fresh_store_url,
+    settings_for_test,
+    sqlite_url,
+    unique_prefix,
+)
 from tests.pipeline import Platform, Service
 from tests.receiver import TestReceiver
 
@@ -40,7 +45,14 @@ ServiceStarter = Callable[..., Service]
 
 @pytest.fixture
 def topic_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}."
+    return unique_prefix()
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store database for this test: once on SQLite, once on PostgreSQL."""
+    with fresh_store_url(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -48,7 +60,7 @@ def settings_factory(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) ->
     """Settings for this test: own topics and groups, small partitions, fast retries."""
 
     def make(**overrides: Any) -> Settings:
-        defaults = {"store_url": f"sqlite:///{tmp_path / 'store.db'}"}
+        defaults = {"store_url": sqlite_url(tmp_path)}
         return settings_for_test(kafka_bootstrap, topic_prefix, **{**defaults, **overrides})
 
     return make

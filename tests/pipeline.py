@@ -1,4 +1,5 @@
-"""Test helpers that drive hookstream the way a platform does: through Kafka topics."""
+"""Test helpers that drive hookstream the way a platform does: through Kafka topics, and
+running services (a whole pipeline, or an API alone) as processes."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
@@ -24,11 +28,15 @@ from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.tools import localkafka
-from tests.helpers import settings_env, wait_for
+from hookstream.tools.topics import create_topics
+from tests.helpers import settings_env, settings_for_test, unique_prefix, wait_api_ready, wait_for
+from tests.receiver import TestReceiver
 
 CODEC = default_codec()
 # What every service logs once its /metrics, /healthz and /readyz listen (port 0: a free one).
 PROBE_PORT_LINE = re.compile(r"metrics and probes on port (\d+)")
+# The services of a whole pipeline, the API in front.
+PIPELINE = ("api", "router", "sender", "log-sink")
 
 
 def make_webhook(
@@ -204,46 +212,6 @@ class TopicTail:
         self._consumer.close()
 
 
-def attempt_record(
-    delivery_id: str,
-    number: int,
-    *,
-    webhook_id: str,
-    tenant_id: str = "tenant_a",
-    event_type: str = "invoice.paid",
-    started_at_ms: int,
-    outcome: str = "success",
-    status_code: int | None = 200,
-    error: str | None = None,
-    response_body: str | None = None,
-    next_attempt_at_ms: int | None = None,
-    trigger: str = "scheduled",
-    body: bytes | None = None,
-    attempt_id: str | None = None,
-) -> dict[str, Any]:
-    """An `Attempt` record (delivery-log value) as a sender would log it."""
-    return {
-        "attempt_id": attempt_id or f"att_{delivery_id}_{number}_{trigger}",
-        "delivery_id": delivery_id,
-        "event_id": f"evt_{delivery_id}",
-        "webhook_id": webhook_id,
-        "tenant_id": tenant_id,
-        "event_type": event_type,
-        "attempt_number": number,
-        "trigger": trigger,
-        "url": f"https://hooks.example.com/{webhook_id}",
-        "started_at_ms": started_at_ms,
-        "duration_ms": 40 + number,
-        "status_code": status_code,
-        "outcome": outcome,
-        "error": error,
-        "response_body": response_body,
-        "next_attempt_at_ms": next_attempt_at_ms,
-        "webhook_disabled": status_code == 410,
-        "body": body,
-    }
-
-
 class Service:
     """One `hookstream run <name>` process, as an operator would start it."""
 
@@ -320,3 +288,100 @@ def kill_and_restart_broker(run_dir: Path, port: int) -> None:
             raise TimeoutError(f"port {port} still busy 60 s after killing the broker")
         time.sleep(0.2)
     localkafka.start(run_dir=run_dir, port=port, ready_timeout=120)
+
+
+# -- running services -----------------------------------------------------------------------
+
+
+def api_settings(
+    bootstrap: str, store_url: str, api_keys: dict[str, str], **overrides: Any
+) -> Settings:
+    """Settings for an API with a pipeline behind it, on topics of their own: `api_keys` on a
+    free port, loopback receivers allowed, two quick retry tiers, short requests."""
+    values: dict[str, Any] = {
+        "deliveries_partitions": 2,
+        "retry_schedule": (0.2, 0.5),
+        "request_timeout": 2.0,
+        "store_url": store_url,
+        "api_port": localkafka.free_port(),
+        "api_keys": api_keys,
+        "allow_private_targets": ("127.0.0.0/8",),
+        **overrides,
+    }
+    return settings_for_test(bootstrap, unique_prefix(), **values)
+
+
+def lone_api_settings(
+    bootstrap: str, store_url: str, api_keys: dict[str, str], **overrides: Any
+) -> Settings:
+    """Settings for an API with nothing behind it, on topics of its own (one partition each):
+    `api_keys` on a free port."""
+    values: dict[str, Any] = {
+        "events_partitions": 1,
+        "deliveries_partitions": 1,
+        "retry_partitions": 1,
+        "delivery_log_partitions": 1,
+        "store_url": store_url,
+        "api_port": localkafka.free_port(),
+        "api_keys": api_keys,
+        **overrides,
+    }
+    return settings_for_test(bootstrap, unique_prefix(), **values)
+
+
+@dataclass
+class PipelineStack:
+    """Services of one pipeline running as processes, and the receiver their webhooks use."""
+
+    settings: Settings
+    receiver: TestReceiver
+    services: dict[str, Service]
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n} ---\n{s.log()[-4000:]}" for n, s in self.services.items())
+
+
+StackT = TypeVar("StackT", bound=PipelineStack)
+
+
+@contextmanager
+def running_stack(
+    kind: type[StackT], settings: Settings, directory: Path, names: Sequence[str] = PIPELINE
+) -> Iterator[StackT]:
+    """The services `names` running on `settings` (their topics created first) and a receiver,
+    as a `kind`, once the API (when one of them) is ready. Afterwards each service is stopped,
+    then every log printed."""
+    create_topics(settings)
+    receiver = TestReceiver().start()
+    services = {name: Service(settings, name, directory) for name in names}
+    stack = kind(settings, receiver, services)
+    try:
+        if "api" in names:
+            wait_api_ready(stack.api_url)
+        yield stack
+    finally:
+        for service in services.values():
+            service.terminate(30)
+        print(stack.logs())
+        for service in services.values():
+            service.close()
+        receiver.stop()
+
+
+@contextmanager
+def running_api(settings: Settings, directory: Path) -> Iterator[Service]:
+    """One `hookstream run api` process (its topics created first, nothing behind it), once it
+    is ready. Afterwards it is stopped, then the end of its log printed."""
+    create_topics(settings)
+    service = Service(settings, "api", directory)
+    try:
+        wait_api_ready(f"http://127.0.0.1:{settings.api_port}")
+        yield service
+    finally:
+        service.terminate(30)
+        print(service.log()[-4000:])
+        service.close()

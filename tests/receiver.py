@@ -15,6 +15,8 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from tests.helpers import wait_for
+
 
 @dataclass(frozen=True)
 class Received:
@@ -118,6 +120,19 @@ class TestReceiver:
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
         return web.Response(status=status, headers=behaviour.headers, text=behaviour.body)
+
+
+def received(
+    receiver: TestReceiver, path: str, count: int = 1, timeout: float = 30
+) -> list[Received]:
+    """The requests `receiver` got at `path`, once there are at least `count`."""
+    return list(
+        wait_for(
+            lambda: (got := receiver.received(path)) and len(got) >= count and got,
+            timeout=timeout,
+            what=f"{count} request(s) at {path}",
+        )
+    )
 
 
 def _verify(secrets: list[str], body: bytes, headers: dict[str, str]) -> bool:

@@ -5,8 +5,6 @@ Real broker, real store, real HTTP on loopback; each stack has its own topics.
 
 from __future__ import annotations
 
-import http.client
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,49 +13,25 @@ from typing import Any
 
 import orjson
 
-from hookstream.core.settings import Settings
-from hookstream.tools import localkafka
-from hookstream.tools.topics import create_topics
-from tests.helpers import settings_for_test, wait_for
-from tests.pipeline import Service
-from tests.receiver import TestReceiver
+from tests.helpers import Reply, http_request, sqlite_url
+from tests.pipeline import PIPELINE, PipelineStack, api_settings, running_stack
 
 KEY_A = "console-key-tenant-a-0123456789"
 KEY_B = "console-key-tenant-b-0123456789"
 ADMIN = "console-key-admin-0123456789"
 TENANT_A = "tenant_a"
 TENANT_B = "tenant_b"
-PIPELINE = ("api", "router", "sender", "log-sink")
 
 
 @dataclass
-class Reply:
-    status: int
-    body: bytes
-    headers: http.client.HTTPMessage
-
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode()
-
-
-@dataclass
-class ConsoleStack:
-    settings: Settings
-    receiver: TestReceiver
-    services: dict[str, Service]
-
+class ConsoleStack(PipelineStack):
     @property
     def port(self) -> int:
         return self.settings.api_port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.api_url
 
     def request(
         self,
@@ -66,13 +40,7 @@ class ConsoleStack:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Reply(response.status, response.read(), response.headers)
-        finally:
-            connection.close()
+        return http_request(self.port, method, path, body, headers)
 
     def api(self, method: str, path: str, body: Any = None, key: str = ADMIN) -> Reply:
         """The JSON API, for what a test arranges outside the console (events, other tenants)."""
@@ -80,43 +48,12 @@ class ConsoleStack:
         payload = None if body is None else orjson.dumps(body)
         return self.request(method, path, payload, headers)
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {n} ---\n{s.log()[-4000:]}" for n, s in self.services.items())
-
 
 @contextmanager
 def console_stack(
     bootstrap: str, directory: Path, names: tuple[str, ...] = PIPELINE
 ) -> Iterator[ConsoleStack]:
-    settings = settings_for_test(
-        bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
-        deliveries_partitions=2,
-        retry_schedule=(0.2, 0.5),
-        request_timeout=2.0,
-        store_url=f"sqlite:///{directory / 'store.db'}",
-        api_port=localkafka.free_port(),
-        api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B, ADMIN: "*"},
-        allow_private_targets=("127.0.0.0/8",),
-    )
-    create_topics(settings)
-    receiver = TestReceiver().start()
-    services = {name: Service(settings, name, directory) for name in names}
-    stack = ConsoleStack(settings, receiver, services)
-    try:
-        wait_for(lambda: _ready(stack), timeout=60, interval=0.2, what="the API's /readyz")
+    store_url = sqlite_url(directory)
+    settings = api_settings(bootstrap, store_url, {KEY_A: TENANT_A, KEY_B: TENANT_B, ADMIN: "*"})
+    with running_stack(ConsoleStack, settings, directory, names) as stack:
         yield stack
-    finally:
-        for service in services.values():
-            service.terminate(30)
-        print(stack.logs())
-        for service in services.values():
-            service.close()
-        receiver.stop()
-
-
-def _ready(stack: ConsoleStack) -> bool:
-    try:
-        return stack.request("GET", "/readyz").status == 200
-    except OSError:
-        return False

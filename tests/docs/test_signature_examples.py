@@ -13,7 +13,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from hookstream.core.topics import Topics
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 from tests.docs.processes import ExampleProcess, run_setup
-from tests.helpers import settings_for_test, wait_for
+from tests.helpers import settings_for_test, sqlite_url, unique_prefix, wait_for
 from tests.pipeline import Platform, Service, make_webhook, read_topic
 
 pytestmark = pytest.mark.integration
@@ -60,10 +59,10 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     directory = tmp_path_factory.mktemp("signatures")
     settings = settings_for_test(
         kafka_bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
+        unique_prefix(),
         allow_private_targets=("127.0.0.0/8",),
         request_timeout=5.0,
-        store_url=f"sqlite:///{directory / 'store.db'}",
+        store_url=sqlite_url(directory),
     )
     create_topics(settings)
     platform = Platform(settings)

@@ -6,7 +6,6 @@ test works on its own webhooks, and on its own tenants where it lists things.
 
 from __future__ import annotations
 
-import http.client
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,10 +22,9 @@ from hookstream.api.openapi import documented_routes
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.tools import localkafka
-from hookstream.tools.topics import create_topics
-from tests.helpers import fresh_store_url, settings_for_test, wait_for
-from tests.pipeline import Service, read_topic
-from tests.receiver import Behaviour, Received, TestReceiver
+from tests.helpers import fresh_store_url, http_request, sqlite_url, wait_for
+from tests.pipeline import PipelineStack, Service, api_settings, read_topic, running_stack
+from tests.receiver import Behaviour, Received, received
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +33,6 @@ KEY_B = "key-tenant-b-0123456789"
 ADMIN = "key-admin-0123456789"
 TENANT_A = "tenant_a"
 TENANT_B = "tenant_b"
-PIPELINE = ("router", "sender", "log-sink")
 # A public address as a literal: URL checks need no DNS, and nothing is ever sent there.
 PUBLIC_URL = "https://93.184.215.14/hooks"
 # The API answers a webhook write once its own view has it; the router's and the sender's
@@ -88,15 +85,8 @@ class Client:
         payload = raw if raw is not None else (None if body is None else orjson.dumps(body))
         if payload is not None:
             sent.setdefault("Content-Type", "application/json")
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, path, body=payload, headers=sent)
-            response = connection.getresponse()
-            return Reply(
-                response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
-            )
-        finally:
-            connection.close()
+        reply = http_request(self.port, method, path, payload, sent)
+        return Reply(reply.status, reply.body, {k.lower(): v for k, v in reply.headers.items()})
 
     def get(self, path: str, **kw: Any) -> Reply:
         return self.call("GET", path, **kw)
@@ -118,15 +108,12 @@ class Client:
 
 
 @dataclass
-class Stack:
-    settings: Settings
-    api: Client
-    receiver: TestReceiver
-    services: dict[str, Service]
+class Stack(PipelineStack):
     paths: Iterator[int] = field(default_factory=lambda: iter(range(1, 1_000_000)))
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {n} ---\n{s.log()[-4000:]}" for n, s in self.services.items())
+    @property
+    def api(self) -> Client:
+        return Client(self.settings.api_port)
 
     def webhook(
         self,
@@ -157,30 +144,9 @@ def settle() -> None:
 
 
 def _settings(bootstrap: str, store_url: str, **overrides: Any) -> Settings:
-    return settings_for_test(
-        bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
-        **{
-            "deliveries_partitions": 2,
-            "retry_schedule": (0.2, 0.5),
-            "request_timeout": 2.0,
-            "store_url": store_url,
-            "api_port": localkafka.free_port(),
-            "api_keys": {KEY_A: TENANT_A, KEY_B: TENANT_B, ADMIN: "*"},
-            "allow_private_targets": ("127.0.0.0/8",),
-            **overrides,
-        },
+    return api_settings(
+        bootstrap, store_url, {KEY_A: TENANT_A, KEY_B: TENANT_B, ADMIN: "*"}, **overrides
     )
-
-
-def _wait_ready(client: Client, timeout: float = 60) -> None:
-    def ready() -> bool:
-        try:
-            return client.get("/readyz").status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, timeout=timeout, interval=0.2, what="the API's /readyz")
 
 
 @pytest.fixture(scope="module")
@@ -188,37 +154,16 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     directory = tmp_path_factory.mktemp("api")
     # PostgreSQL, the store of deployments with several API replicas; the generated-requests
     # test runs its API on SQLite.
-    with fresh_store_url("postgresql", directory) as store_url:
-        settings = _settings(kafka_bootstrap, store_url)
-        create_topics(settings)
-        receiver = TestReceiver().start()
-        services = {name: Service(settings, name, directory) for name in ("api", *PIPELINE)}
-        built = Stack(settings, Client(settings.api_port), receiver, services)
-        try:
-            _wait_ready(built.api)
-            yield built
-        finally:
-            for service in services.values():
-                service.terminate(30)
-            print(built.logs())
-            for service in services.values():
-                service.close()
-            receiver.stop()
+    with (
+        fresh_store_url("postgresql", directory) as store_url,
+        running_stack(Stack, _settings(kafka_bootstrap, store_url), directory) as built,
+    ):
+        yield built
 
 
 @pytest.fixture
 def api(stack: Stack) -> Client:
     return stack.api
-
-
-def received(stack: Stack, path: str, count: int = 1, timeout: float = 30) -> list[Received]:
-    return list(
-        wait_for(
-            lambda: (got := stack.receiver.received(path)) and len(got) >= count and got,
-            timeout=timeout,
-            what=f"{count} request(s) at {path}",
-        )
-    )
 
 
 def logged(
@@ -425,7 +370,7 @@ def test_503_while_kafka_is_unreachable(
     directory = tmp_path_factory.mktemp("api-down")
     settings = _settings(
         kafka_bootstrap,
-        f"sqlite:///{directory / 'store.db'}",
+        sqlite_url(directory),
         kafka_bootstrap_servers=f"127.0.0.1:{localkafka.free_port()}",
     )
     service = Service(settings, "api", directory)
@@ -569,7 +514,7 @@ def test_test_event_is_delivered_signed_and_logged(stack: Stack, api: Client) ->
     reply = api.post(f"/v1/webhooks/{webhook['id']}/test")
     assert reply.status == 202, reply.body
     sent = reply.json
-    [request] = received(stack, path)
+    [request] = received(stack.receiver, path)
     assert request.verified
     assert request.headers["webhook-id"] == sent["event_id"]
     body = orjson.loads(request.body)
@@ -608,7 +553,7 @@ def test_test_event_is_delivered_signed_and_logged(stack: Stack, api: Client) ->
     # A delivered event can be replayed too, by its own tenant.
     replayed = api.post(f"/v1/deliveries/{sent['delivery_id']}/replay")
     assert replayed.status == 202 and replayed.json["attempt"] == 2
-    again = received(stack, path, 2)[-1]
+    again = received(stack.receiver, path, 2)[-1]
     assert again.verified and again.headers["webhook-id"] == sent["event_id"]
 
 
@@ -632,7 +577,7 @@ def test_an_event_published_right_after_its_webhook_was_created_reaches_it(
         assert published.status == 202, published.body
         paths.append(path)
     for path in paths:
-        [request] = received(stack, path)
+        [request] = received(stack.receiver, path)
         assert request.verified
 
 
@@ -646,13 +591,13 @@ def test_disabled_webhooks_refuse_tests_until_re_enabled(stack: Stack, api: Clie
     assert api.patch(base, {"enabled": True}).json["disabled_reason"] is None
     settle()
     assert api.post(f"{base}/test").status == 202
-    received(stack, path)
+    received(stack.receiver, path)
 
 
 def test_deliveries_paginate_with_cursors(stack: Stack, api: Client) -> None:
     webhook, path = stack.webhook()
     sent = [api.post(f"/v1/webhooks/{webhook['id']}/test").json for _ in range(3)]
-    received(stack, path, 3)
+    received(stack.receiver, path, 3)
 
     def all_logged() -> bool:
         page = api.get(f"/v1/deliveries?webhook_id={webhook['id']}").json
@@ -674,7 +619,7 @@ def test_deliveries_paginate_with_cursors(stack: Stack, api: Client) -> None:
 def _test_request(stack: Stack, api: Client, webhook_id: str, path: str) -> Received:
     before = len(stack.receiver.received(path))
     assert api.post(f"/v1/webhooks/{webhook_id}/test").status == 202
-    return received(stack, path, before + 1)[-1]
+    return received(stack.receiver, path, before + 1)[-1]
 
 
 def _after_rotation(stack: Stack, api: Client, webhook_id: str, path: str, new: str) -> Received:
@@ -737,7 +682,7 @@ def test_replay_resends_with_the_same_webhook_id(stack: Stack, api: Client) -> N
     reply = api.post(f"/v1/deliveries/{row['id']}/replay")
     assert reply.status == 202, reply.body
     assert reply.json == {"delivery_id": row["id"], "event_id": row["event_id"], "attempt": 2}
-    second = received(stack, path, 2)[-1]
+    second = received(stack.receiver, path, 2)[-1]
     assert second.verified
     assert second.headers["webhook-id"] == first.headers["webhook-id"] == row["event_id"]
     assert second.body == first.body
@@ -762,7 +707,7 @@ def test_recover_replays_every_failed_delivery(stack: Stack, api: Client) -> Non
     reply = api.post(f"{base}/recover", {"since": since})
     assert reply.status == 202, reply.body
     assert reply.json == {"replayed": 3, "skipped": 0}
-    requests = received(stack, path, 6)
+    requests = received(stack.receiver, path, 6)
     first, again = requests[:3], requests[3:]
     assert all(r.verified for r in again)
     ids = sorted(r.headers["webhook-id"] for r in first)
@@ -821,7 +766,7 @@ def test_principals_decide_what_owned_webhooks_receive(stack: Stack, api: Client
     # The owner is unknown to the platform yet, so the router skips the owned webhook. Once
     # the unowned one has the event, the router is done with it.
     unseen = admin.post("/v1/events", event).json["id"]
-    received(stack, unowned)
+    received(stack.receiver, unowned)
     assert stack.receiver.received(owned) == []
 
     reply = admin.put(

@@ -23,11 +23,9 @@ case says otherwise.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import time
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +39,8 @@ from hypothesis import strategies as st
 from hookstream.api.auth import ApiKeys
 from hookstream.api.console.session import CSRF_FIELD, SESSION_COOKIE, Sessions
 from hookstream.events.catalog import default_catalog
-from hookstream.tools import localkafka
-from hookstream.tools.topics import create_topics
-from tests.helpers import api_ready, fresh_store_url, settings_for_test, wait_for
-from tests.pipeline import Service
+from tests.helpers import Reply, fresh_store_url, http_request
+from tests.pipeline import Service, lone_api_settings, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -91,13 +87,6 @@ ERROR_CODES = {
 
 
 @dataclass
-class Reply:
-    status: int
-    body: bytes
-    headers: http.client.HTTPMessage
-
-
-@dataclass
 class Target:
     port: int
     service: Service
@@ -114,13 +103,7 @@ class Target:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, target, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Reply(response.status, response.read(), response.headers)
-        finally:
-            connection.close()
+        return http_request(self.port, method, target, body, headers)
 
     def api(
         self,
@@ -163,29 +146,15 @@ def target(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
     directory: Path = tmp_path_factory.mktemp("api-hostile")
     # PostgreSQL, as deployed: it refuses some text (NUL) that SQLite stores.
     with fresh_store_url("postgresql", directory) as store_url:
-        configured = settings_for_test(
-            kafka_bootstrap,
-            f"t{uuid.uuid4().hex[:10]}.",
-            events_partitions=1,
-            deliveries_partitions=1,
-            retry_partitions=1,
-            delivery_log_partitions=1,
-            store_url=store_url,
-            api_port=localkafka.free_port(),
-            api_keys={KEY: TENANT, ADMIN: "*"},
-        )
-        create_topics(configured)
-        service = Service(configured, "api", directory)
-        url = f"http://127.0.0.1:{configured.api_port}"
+        configured = lone_api_settings(kafka_bootstrap, store_url, {KEY: TENANT, ADMIN: "*"})
         issuer = Sessions(ApiKeys(configured.api_keys))
         sessions = {}
         for key in (KEY, ADMIN):
             cookie = issuer.sign_in(key, time.time())
             assert cookie is not None
             sessions[key] = (cookie, issuer.csrf_token(cookie))
-        built = Target(configured.api_port, service, {}, sessions)
-        try:
-            wait_for(lambda: api_ready(url), timeout=60, interval=0.2, what="the API's /readyz")
+        with running_api(configured, directory) as service:
+            built = Target(configured.api_port, service, {}, sessions)
             for role in ("patch", "rotate", "recover", "console_edit", "console_recover"):
                 reply = built.api(
                     "POST",
@@ -197,9 +166,6 @@ def target(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
                 assert reply.status == 201, reply.body
                 built.webhooks[role] = orjson.loads(reply.body)["id"]
             yield built
-        finally:
-            service.terminate(30)
-            service.close()
 
 
 def check(target: Target, reply: Reply, sent: str, *, console: bool = False) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,8 @@ from hypothesis import HealthCheck, settings
 from hookstream.api.app import create_app
 from hookstream.api.openapi import build_document
 from hookstream.core.settings import load_settings
-from hookstream.tools import localkafka
-from hookstream.tools.topics import create_topics
-from tests.helpers import api_ready, settings_for_test, wait_for
-from tests.pipeline import Service
+from tests.helpers import sqlite_url
+from tests.pipeline import lone_api_settings, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -28,28 +25,12 @@ KEY = "key-fuzz-tenant-0123456789"
 def api_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One API process (no pipeline behind it: only its answers are under test)."""
     directory: Path = tmp_path_factory.mktemp("api-fuzz")
-    configured = settings_for_test(
-        kafka_bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
-        events_partitions=1,
-        deliveries_partitions=1,
-        retry_partitions=1,
-        delivery_log_partitions=1,
-        retry_schedule=(0.2,),
-        store_url=f"sqlite:///{directory / 'store.db'}",
-        api_port=localkafka.free_port(),
-        api_keys={KEY: "tenant_fuzz"},
+    store_url = sqlite_url(directory)
+    configured = lone_api_settings(
+        kafka_bootstrap, store_url, {KEY: "tenant_fuzz"}, retry_schedule=(0.2,)
     )
-    create_topics(configured)
-    service = Service(configured, "api", directory)
-    url = f"http://127.0.0.1:{configured.api_port}"
-    try:
-        wait_for(lambda: api_ready(url), timeout=60, interval=0.2, what="the API's /readyz")
-        yield url
-    finally:
-        service.terminate(30)
-        print(service.log()[-4000:])
-        service.close()
+    with running_api(configured, directory):
+        yield f"http://127.0.0.1:{configured.api_port}"
 
 
 # The document the server serves, built the same way; a test elsewhere checks they match.

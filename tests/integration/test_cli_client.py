@@ -21,12 +21,9 @@ from typing import IO, Any
 
 import pytest
 
-from hookstream.core.settings import Settings
-from hookstream.tools import localkafka
-from hookstream.tools.topics import create_topics
-from tests.helpers import api_ready, settings_env, settings_for_test, wait_for
-from tests.pipeline import Service
-from tests.receiver import Behaviour, Received, TestReceiver
+from tests.helpers import settings_env, sqlite_url, wait_for
+from tests.pipeline import PipelineStack, api_settings, running_stack
+from tests.receiver import Behaviour, Received, received
 
 pytestmark = pytest.mark.integration
 
@@ -50,15 +47,8 @@ class Result:
 
 
 @dataclass
-class Stack:
-    settings: Settings
-    receiver: TestReceiver
-    services: dict[str, Service]
+class Stack(PipelineStack):
     paths: Iterator[int] = field(default_factory=lambda: iter(range(1, 1_000_000)))
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.api_port}"
 
     def env(self, key: str | None = KEY) -> dict[str, str]:
         env = settings_env(self.settings)
@@ -89,50 +79,14 @@ class Stack:
     def path(self) -> str:
         return f"/cli{next(self.paths)}"
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {n} ---\n{s.log()[-4000:]}" for n, s in self.services.items())
-
 
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("cli")
-    settings = settings_for_test(
-        kafka_bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
-        deliveries_partitions=2,
-        retry_schedule=(0.2, 0.5),
-        request_timeout=2.0,
-        store_url=f"sqlite:///{directory / 'store.db'}",
-        api_port=localkafka.free_port(),
-        api_keys={KEY: TENANT, ADMIN: "*"},
-        allow_private_targets=("127.0.0.0/8",),
-    )
-    create_topics(settings)
-    receiver = TestReceiver().start()
-    services = {
-        name: Service(settings, name, directory) for name in ("api", "router", "sender", "log-sink")
-    }
-    built = Stack(settings, receiver, services)
-    try:
-        wait_for(lambda: api_ready(built.api_url), timeout=60, interval=0.2, what="the API")
+    store_url = sqlite_url(directory)
+    settings = api_settings(kafka_bootstrap, store_url, {KEY: TENANT, ADMIN: "*"})
+    with running_stack(Stack, settings, directory) as built:
         yield built
-    finally:
-        for service in services.values():
-            service.terminate(30)
-        print(built.logs())
-        for service in services.values():
-            service.close()
-        receiver.stop()
-
-
-def received(stack: Stack, path: str, count: int = 1, timeout: float = 30) -> list[Received]:
-    return list(
-        wait_for(
-            lambda: (got := stack.receiver.received(path)) and len(got) >= count and got,
-            timeout=timeout,
-            what=f"{count} request(s) at {path}",
-        )
-    )
 
 
 def create_webhook(
@@ -193,7 +147,7 @@ def delivered(stack: Stack) -> Delivered:
     event = {"type": "invoice.paid", "data": {"invoice_id": "inv_cli_1", "amount_cents": 4200}}
     published = stack.ok("events", "publish", "--json", stdin=json.dumps(event)).json
     assert published["duplicate"] is False
-    [request] = received(stack, path)
+    [request] = received(stack.receiver, path)
     return Delivered(webhook, path, published["id"], request)
 
 
@@ -232,7 +186,7 @@ def test_deliveries_list_get_and_replay(stack: Stack, delivered: Delivered) -> N
 
     replayed = stack.ok("deliveries", "replay", row["id"], "--json").json
     assert replayed == {"delivery_id": row["id"], "event_id": delivered.event_id, "attempt": 2}
-    again = received(stack, delivered.path, 2)[-1]
+    again = received(stack.receiver, delivered.path, 2)[-1]
     assert again.verified and again.body == delivered.request.body
     assert again.headers["webhook-id"] == delivered.request.headers["webhook-id"]
     delivery = logged(stack, row["id"], "succeeded", 2)
@@ -259,7 +213,7 @@ def test_rotate_secret_and_send_a_test_event(stack: Stack) -> None:
     time.sleep(PROPAGATION)
 
     sent = stack.ok("webhooks", "test", webhook["id"], "--json", key=ADMIN).json
-    [request] = received(stack, path)
+    [request] = received(stack.receiver, path)
     assert request.verified and json.loads(request.body)["type"] == "webhook.test"
     assert request.headers["webhook-id"] == sent["event_id"]
     assert len(request.headers["webhook-signature"].split(" ")) == 1
@@ -385,7 +339,7 @@ def test_webhook_commands_and_recover(stack: Stack) -> None:
     stack.receiver.behave(path, Behaviour(status=204))
     recovered = stack.ok("webhooks", "recover", wid, "--since", "1h", "--json", key=ADMIN).json
     assert recovered == {"replayed": 1, "skipped": 0}
-    requests = received(stack, path, 2)
+    requests = received(stack.receiver, path, 2)
     assert requests[1].verified
     assert requests[1].headers["webhook-id"] == requests[0].headers["webhook-id"]
 

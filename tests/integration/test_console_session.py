@@ -23,10 +23,9 @@ from tests.browser.stack import (
     KEY_B,
     TENANT_B,
     ConsoleStack,
-    Reply,
     console_stack,
 )
-from tests.helpers import wait_for
+from tests.helpers import Reply, wait_for
 
 pytestmark = pytest.mark.integration
 

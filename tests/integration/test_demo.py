@@ -17,7 +17,7 @@ import pytest
 from hookstream.core.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.docs.processes import ExampleProcess
-from tests.helpers import settings_env, wait_for
+from tests.helpers import process_exists, settings_env, sqlite_url, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ ATTEMPT_ROW = re.compile(
 @pytest.fixture
 def demo_settings(settings_factory: SettingsFactory, tmp_path: Path) -> Settings:
     return settings_factory(
-        retry_schedule=RETRY_SCHEDULE, store_url=f"sqlite:///{tmp_path / 'demo.db'}"
+        retry_schedule=RETRY_SCHEDULE, store_url=sqlite_url(tmp_path, "demo.db")
     )
 
 
@@ -92,9 +92,7 @@ def test_demo_shows_retries_then_success(demo_settings: Settings, tmp_path: Path
 
 def test_ctrl_c_stops_every_child(settings_factory: SettingsFactory, tmp_path: Path) -> None:
     # Retries two minutes away: the demo cannot finish on its own before the Ctrl-C arrives.
-    settings = settings_factory(
-        retry_schedule=(120.0,), store_url=f"sqlite:///{tmp_path / 'demo.db'}"
-    )
+    settings = settings_factory(retry_schedule=(120.0,), store_url=sqlite_url(tmp_path, "demo.db"))
     demo = _demo(settings, tmp_path)
     try:
         demo.wait_line(lambda line: line.startswith("published"), 120, "the first event")
@@ -109,18 +107,12 @@ def test_ctrl_c_stops_every_child(settings_factory: SettingsFactory, tmp_path: P
         demo.stop()
     assert "interrupted" in demo.text()
     assert wait_for(
-        lambda: not any(_exists(pid) for pid in children), timeout=10, what="the children gone"
+        lambda: not any(process_exists(pid) for pid in children),
+        timeout=10,
+        what="the children gone",
     )
 
 
 def _children(pid: int) -> list[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(child) for child in text.split()]
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

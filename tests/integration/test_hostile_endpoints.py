@@ -36,13 +36,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from hookstream.core.records import Outcome
-from hookstream.core.settings import Settings, load_settings
+from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import classify
 from hookstream.tools.topics import create_topics
 from tests.conftest import SettingsFactory
-from tests.helpers import wait_for
+from tests.helpers import loopback_sender_settings, wait_for
 from tests.pipeline import Platform, Service, make_webhook, read_topic
 
 pytestmark = pytest.mark.integration
@@ -324,14 +324,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileProcess
 
 
 def _settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        # Loopback targets, and plain http to them, are allowed only through this setting.
-        "allow_private_targets": ("127.0.0.0/8",),
-        "request_timeout": TIMEOUT,
-        "response_body_limit": BODY_LIMIT,
-    }
-    values.update(overrides)
-    return load_settings(**values)
+    values = {"request_timeout": TIMEOUT, "response_body_limit": BODY_LIMIT, **overrides}
+    return loopback_sender_settings(**values)
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
@@ -50,8 +49,14 @@ from hookstream.events.envelope import delivery_id
 from hookstream.store import Store
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
-from tests.helpers import STORE_BACKENDS, fresh_store_url
-from tests.pipeline import CODEC, Platform, Service, TopicTail, attempt_record, make_webhook
+from tests.helpers import (
+    STORE_BACKENDS,
+    T0_MS,
+    attempt_record,
+    delivery_record,
+    fresh_store_url,
+)
+from tests.pipeline import CODEC, Platform, Service, TopicTail, make_webhook
 from tests.rawkafka import INVALID_RECORD, RawProducer, RawRecord, RefusedBatch
 from tests.receiver import Received, TestReceiver
 
@@ -80,6 +85,7 @@ INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 DUE_AT = b"hookstream-due-at-ms"
 EVENT_TYPE = "invoice.paid"
+TENANT = "t_hostile"  # the tenant of the sender's deliveries
 TRIGGERS = ("scheduled", "manual", "test")
 
 # -- generated specs -----------------------------------------------------------------------
@@ -440,6 +446,16 @@ def dead_letter_problems(item: Produced, found: Sequence[dict[str, Any]], fate: 
     return problems
 
 
+def letter_problems(item: Produced, letters: dict[tuple[str, int, int], list[Any]]) -> list[str]:
+    """What is wrong with the dead letters of `item` among `letters` (by coordinates): for a
+    record bound for the dead letters, those of `dead_letter_problems`; for any other, that
+    there are some at all."""
+    found = letters.get(item.coordinates, [])
+    if isinstance(item.fate, Dead):
+        return dead_letter_problems(item, found, item.fate)
+    return [f"dead-lettered {_clip(found)}: {item.label()}"] if found else []
+
+
 def _clip(value: Any, limit: int = 600) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
@@ -465,6 +481,25 @@ def settle(
         time.sleep(0.1)
 
 
+def settle_ready(running: Sequence[Service], timeout: float) -> None:
+    """Until every one of the `running` services answers /readyz."""
+    settle(lambda: [f"{s.name} not ready" for s in running if not s.ready()], running, timeout)
+
+
+def verified_at(receiver: TestReceiver, path: str, event_id: str) -> bool:
+    """Whether `path` received `event_id` in a request that verified."""
+    return any(r.verified and r.headers["webhook-id"] == event_id for r in receiver.received(path))
+
+
+def run_examples(name: str, examples: Callable[[], None], running: Sequence[Service]) -> None:
+    """Run a property's `examples`, then check the `running` services are still up and report
+    what the generated records were expected to do."""
+    FATES.clear()
+    examples()
+    assert_up(running)
+    print(f"{name}: {dict(FATES)}")
+
+
 def assert_up(services: Sequence[Service]) -> None:
     for service in services:
         assert service.alive(), f"{service.name} exited:\n{service.log()[-4000:]}"
@@ -479,35 +514,10 @@ def logs(services: Sequence[Service]) -> str:
 
 # -- sample records of every type ------------------------------------------------------------
 
-_T0 = 1_700_000_000_000
-
-
-def _delivery(
-    tag_: str, webhook_id: str, at_ms: int, *, retry: bool, tenant: str = "t_hostile"
-) -> dict[str, Any]:
-    event_id = f"evt_{tag_}"
-    record: dict[str, Any] = {
-        "delivery_id": f"dlv_{tag_}",
-        "event_id": event_id,
-        "event_type": EVENT_TYPE,
-        "tenant_id": tenant,
-        "webhook_id": webhook_id,
-        "body": orjson.dumps({"id": event_id, "type": EVENT_TYPE, "data": {"n": tag_}}),
-        "attempt": 2 if retry else 1,
-        "trigger": "scheduled",
-        "due_at_ms": at_ms if retry else 0,
-        "created_at_ms": at_ms,
-        "first_attempt_at_ms": at_ms - 1000 if retry else None,
-    }
-    if retry:
-        record.update(tier="200ms", previous_status_code=503, previous_error=None)
-    return record
-
-
 SAMPLES: dict[str, dict[str, Any]] = {
-    "Delivery": _delivery("sample", "wh_sample", _T0, retry=False),
-    "Retry": _delivery("sample", "wh_sample", _T0, retry=True),
-    "Attempt": attempt_record("dlv_sample", 1, webhook_id="wh_sample", started_at_ms=_T0),
+    "Delivery": delivery_record("sample", "wh_sample", T0_MS, retry=False, tenant_id=TENANT),
+    "Retry": delivery_record("sample", "wh_sample", T0_MS, retry=True, tenant_id=TENANT),
+    "Attempt": attempt_record("dlv_sample", 1, webhook_id="wh_sample", started_at_ms=T0_MS),
     "Webhook": make_webhook("t_sample", "https://example.com/h", [EVENT_TYPE]).to_record(),
     "Principal": Principal("usr_sample", "t_sample", frozenset({"invoices:read"})).to_record(),
     "Event": {
@@ -516,7 +526,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "tenant_id": "t_sample",
         "occurred_at": "2026-11-27T10:00:00.000Z",
         "data": "{}",
-        "published_at_ms": _T0,
+        "published_at_ms": T0_MS,
     },
     "DeadLetter": {
         "reason": "undecodable",
@@ -525,7 +535,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "source_partition": 0,
         "source_offset": 0,
         "value": b"",
-        "failed_at_ms": _T0,
+        "failed_at_ms": T0_MS,
     },
 }
 RECORD_NAMES = sorted(SAMPLES)
@@ -634,7 +644,7 @@ def sender_stack(
     settings, topics = pipeline_settings, platform.topics
     secret, path = new_secret(), "/hostile"
     url = receiver.expect(path, [secret])
-    webhook = platform.webhook(make_webhook("t_hostile", url, [EVENT_TYPE], secret=secret))
+    webhook = platform.webhook(make_webhook(TENANT, url, [EVENT_TYPE], secret=secret))
     sender = services("sender")
     names = [topics.deliveries, *(tier.topic for tier in topics.retry_tiers)]
     dlq = TopicTail(settings, topics.dlq, "DeadLetter")
@@ -651,7 +661,7 @@ def sender_stack(
             dlq,
             log,
         )
-        settle(lambda: [] if sender.ready() else ["not ready"], [sender], 60)
+        settle_ready([sender], 60)
         yield stack
     finally:
         dlq.close()
@@ -685,7 +695,7 @@ def build_for_sender(stack: SenderStack, rec: Rec, start_ms: int) -> Produced:
     target = stack.webhook.id
     if isinstance(rec.body, Typed) and not rec.body.to_receiver:
         target = f"wh_missing_{unique}"
-    base = _delivery(unique, target, start_ms, retry=retry)
+    base = delivery_record(unique, target, start_ms, retry=retry, tenant_id=TENANT)
     heads = header_bytes(rec.headers, start_ms)
     if retry and isinstance(rec.body, Good) and rec.body.due_in_ms is not None:
         heads = [(DUE_AT, str(start_ms + rec.body.due_in_ms).encode())]
@@ -795,13 +805,8 @@ def sender_problems(stack: SenderStack, produced: Sequence[Produced]) -> list[st
         requests.setdefault(request.headers.get("webhook-id", ""), []).append(request)
     problems: list[str] = []
     for item in produced:
+        problems += letter_problems(item, letters)
         fate = item.fate
-        found = letters.get(item.coordinates, [])
-        if isinstance(fate, Dead):
-            problems += dead_letter_problems(item, found, fate)
-            continue
-        if found:
-            problems.append(f"dead-lettered {_clip(found)}: {item.label()}")
         if isinstance(fate, Delivered):
             problems += _delivered_problems(item, fate, requests, attempts)
         elif isinstance(fate, Held):
@@ -880,10 +885,7 @@ def test_hostile_deliveries_and_retries_are_dead_lettered_or_attempted_and_good_
     def examples(recs: list[Rec]) -> None:
         hostile_for_sender(sender_stack, recs)
 
-    FATES.clear()
-    examples()
-    assert_up([sender_stack.sender])
-    print(f"sender: {dict(FATES)}")
+    run_examples("sender", examples, [sender_stack.sender])
 
 
 # ==========================================================================================
@@ -940,7 +942,7 @@ def sink_stack(
             stack = SinkStack(
                 settings, sink, store, raw_producers(settings, [topics.delivery_log]), dlq
             )
-            settle(lambda: [] if sink.ready() else ["not ready"], [sink], 60)
+            settle_ready([sink], 60)
             yield stack
             sink.kill()
         finally:
@@ -1042,13 +1044,8 @@ def sink_problems(stack: SinkStack, produced: Sequence[Produced]) -> list[str]:
     letters = by_coordinates(stack.dlq.poll())
     problems: list[str] = []
     for item in produced:
+        problems += letter_problems(item, letters)
         fate = item.fate
-        found = letters.get(item.coordinates, [])
-        if isinstance(fate, Dead):
-            problems += dead_letter_problems(item, found, fate)
-            continue
-        if found:
-            problems.append(f"dead-lettered {_clip(found)}: {item.label()}")
         if isinstance(fate, Stored):
             detail = stack.store.get_delivery(fate.row["delivery_id"], None)
             rows = [] if detail is None else detail.attempts
@@ -1087,10 +1084,7 @@ def test_hostile_attempts_are_dead_lettered_or_stored_and_good_ones_stored(
     def examples(recs: list[Rec]) -> None:
         hostile_for_sink(sink_stack, recs)
 
-    FATES.clear()
-    examples()
-    assert_up([sink_stack.sink])
-    print(f"log-sink: {dict(FATES)}")
+    run_examples("log-sink", examples, [sink_stack.sink])
 
 
 # ==========================================================================================
@@ -1207,11 +1201,7 @@ def view_stack(
         start_ms = now_ms()
         before = produce(stack.producers, [build_for_views(stack, r, start_ms) for r in BEFORE])
         stack.running.extend(services(name) for name in VIEW_SERVICES)
-        settle(
-            lambda: [f"{s.name} not ready" for s in stack.running if not s.ready()],
-            stack.running,
-            90,
-        )
+        settle_ready(stack.running, 90)
         settle_views(stack, before, start_ms)
         yield stack
     finally:
@@ -1360,18 +1350,13 @@ def view_problems(stack: ViewStack, produced: Sequence[Produced]) -> list[str]:
     attempts = {a["delivery_id"] for a in stack.log.poll()}
     problems: list[str] = []
     for item in produced:
-        found = letters.get(item.coordinates, [])
-        if isinstance(item.fate, Dead):
-            problems += dead_letter_problems(item, found, item.fate)
-        elif found:
-            problems.append(f"dead-lettered {_clip(found)}: {item.label()}")
+        problems += letter_problems(item, letters)
         for then in item.then:
-            if isinstance(then, Delivered):
-                path_requests = stack.receiver.received(then.path)
-                if not any(
-                    r.verified and r.headers["webhook-id"] == then.event_id for r in path_requests
-                ):
-                    problems.append(f"no verified delivery to {item.label()}")
+            missing = isinstance(then, Delivered) and not verified_at(
+                stack.receiver, then.path, then.event_id
+            )
+            if missing:
+                problems.append(f"no verified delivery to {item.label()}")
             if isinstance(then, Delivered | Attempted) and then.delivery_id not in attempts:
                 problems.append(f"no attempt logged for the event of {item.label()}")
     return problems
@@ -1400,10 +1385,7 @@ def settle_views(stack: ViewStack, produced: Sequence[Produced], start_ms: int) 
     def problems() -> list[str]:
         found = view_problems(stack, produced)
         for path, event_id in expected.items():
-            if not any(
-                r.verified and r.headers["webhook-id"] == event_id
-                for r in stack.receiver.received(path)
-            ):
+            if not verified_at(stack.receiver, path, event_id):
                 found.append(f"event {event_id} not delivered to {path}")
         return found
 
@@ -1471,10 +1453,7 @@ def test_poison_on_the_view_topics_is_dead_lettered_by_every_view_and_services_s
         settle_views(stack, produced, start_ms)
 
     stack = view_stack
-    FATES.clear()
-    examples()
-    assert_up(stack.running)
-    print(f"views: {dict(FATES)}")
+    run_examples("views", examples, stack.running)
 
 
 # ==========================================================================================
@@ -1484,7 +1463,7 @@ def test_poison_on_the_view_topics_is_dead_lettered_by_every_view_and_services_s
 
 def _good_retry(stack: SenderStack, heads: list[tuple[bytes, bytes | None]]) -> Produced:
     unique, start_ms = tag(), now_ms()
-    record = _delivery(unique, stack.webhook.id, start_ms, retry=True)
+    record = delivery_record(unique, stack.webhook.id, start_ms, retry=True, tenant_id=TENANT)
     value = CODEC.encode("Retry", record)
     fate = Delivered(record["event_id"], record["delivery_id"], record["body"], stack.path)
     topic = stack.topics.retry_tiers[0].topic
@@ -1558,7 +1537,7 @@ def test_a_webhook_whose_plaintext_secret_cannot_sign_gets_an_attempt_not_an_int
     webhook = replace(stack.webhook, id=f"wh_secret_{tag()}", secrets=(WebhookSecret(secret),))
     platform.webhook(webhook)
     unique = tag()
-    record = _delivery(unique, webhook.id, now_ms(), retry=False)
+    record = delivery_record(unique, webhook.id, now_ms(), tenant_id=TENANT)
     item = Produced(
         Rec(Good()),
         stack.topics.deliveries,
@@ -1591,7 +1570,7 @@ def test_events_with_a_header_name_that_is_not_utf8_are_dead_lettered_and_routin
     webhook = make_webhook("t_router", receiver.expect(path, [secret]), [EVENT_TYPE], secret=secret)
     platform.webhook(webhook)
     running = [services("router"), services("sender")]
-    settle(lambda: [f"{s.name} not ready" for s in running if not s.ready()], running, 60)
+    settle_ready(running, 60)
     # Enough events first for the interpreter to specialise every call site on the way.
     events = [platform.event("t_router", EVENT_TYPE, flush=False) for _ in range(20)]
     platform.flush()

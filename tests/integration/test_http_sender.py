@@ -16,9 +16,10 @@ from aiohttp.test_utils import TestServer
 
 from hookstream.core import signing
 from hookstream.core.records import Outcome
-from hookstream.core.settings import Settings, load_settings
+from hookstream.core.settings import Settings
 from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import classify
+from tests.helpers import loopback_sender_settings
 
 BODY = b'{"id":"evt_1","type":"webhook.test","data":{"test":true}}'
 BIG_BODY = b"x" * 100_000
@@ -108,14 +109,13 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 def _settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "allow_private_targets": ("127.0.0.0/8",),
+    values = {
         "request_timeout": 1.0,
         "response_body_limit": 1024,
         "user_agent": "hookstream-test/1.0",
+        **overrides,
     }
-    values.update(overrides)
-    return load_settings(**values)
+    return loopback_sender_settings(**values)
 
 
 @pytest.fixture

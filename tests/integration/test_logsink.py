@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,8 +31,8 @@ from hookstream.store.engine import make_engine
 from hookstream.store.schema import attempts, deliveries, webhook_health
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
-from tests.helpers import STORE_BACKENDS, fresh_store_url, wait_for
-from tests.pipeline import Platform, Service, attempt_record, make_webhook, read_topic
+from tests.helpers import attempt_record, wait_for
+from tests.pipeline import Platform, Service, make_webhook, read_topic
 from tests.receiver import Behaviour, TestReceiver
 
 pytestmark = pytest.mark.integration
@@ -49,12 +48,6 @@ Dump = dict[str, list[tuple[Any, ...]]]
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=STORE_BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with fresh_store_url(request.param, tmp_path) as url:
-        yield url
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ poison event; each series of metrics modules must then have moved on the service
 
 from __future__ import annotations
 
-import http.client
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from hookstream.core.topics import Topics
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
-from tests.helpers import wait_for
+from tests.helpers import http_request, wait_for
 from tests.pipeline import Platform, Service, make_webhook
 from tests.receiver import Behaviour, TestReceiver
 
@@ -70,13 +69,8 @@ class Scrape:
 
 
 def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
+    reply = http_request(port, "GET", path, headers=headers, timeout=10)
+    return reply.status, reply.text
 
 
 def scrape(port: int) -> Scrape:

@@ -33,7 +33,7 @@ from hookstream.core.topics import Topics
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
-from tests.helpers import settings_for_test, wait_for
+from tests.helpers import settings_for_test, unique_prefix, wait_for
 from tests.pipeline import (
     CODEC,
     Platform,
@@ -732,7 +732,7 @@ def test_routers_outlive_a_broker_killed_and_restarted_and_route_everything_once
     state = localkafka.start(run_dir=run_dir, port=port)
     routers: list[Service] = []
     try:
-        settings = settings_for_test(state.bootstrap, f"t{uuid.uuid4().hex[:10]}.")
+        settings = settings_for_test(state.bootstrap, unique_prefix())
         create_topics(settings)
         platform = Platform(settings)
         webhooks = four_webhooks(platform)

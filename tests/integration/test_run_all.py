@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -27,7 +26,7 @@ from hookstream.core.settings import Settings
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 from tests.conftest import SettingsFactory
-from tests.helpers import api_ready, settings_env, wait_for
+from tests.helpers import api_ready, process_exists, settings_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +102,10 @@ class RunAll:
         base_url = f"http://127.0.0.1:{settings.api_port}"
         self._until(lambda: api_ready(base_url), "the api's /readyz")
         self._until(
-            lambda: len(self._ops_ports()) == 3 and all(map(_ops_ready, self._ops_ports())),
+            lambda: (
+                len(self._ops_ports()) == 3
+                and all(api_ready(f"http://127.0.0.1:{port}") for port in self._ops_ports())
+            ),
             "/readyz of router, sender and log-sink",
         )
 
@@ -138,7 +140,7 @@ class RunAll:
             self.process.kill()
             self.process.wait(10)
         for pid in self._pids.values():
-            if _exists(pid):
+            if process_exists(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -289,25 +291,9 @@ def _message(line: str) -> str:
     return str(record.get("message", "")) if record else ""
 
 
-def _ops_ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _assert_gone(pids: dict[str, int]) -> None:
     wait_for(
-        lambda: not any(_exists(pid) for pid in pids.values()),
+        lambda: not any(process_exists(pid) for pid in pids.values()),
         timeout=10,
         what=f"every child of run all gone: {pids}",
     )

@@ -10,7 +10,6 @@ its base64 body and its raw key bytes: none may appear.
 from __future__ import annotations
 
 import base64
-import http.client
 import subprocess
 import sys
 import time
@@ -20,7 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import MetaData, create_engine, select
@@ -32,18 +30,19 @@ from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.store.engine import normalize_url
-from hookstream.tools import localkafka
 from hookstream.tools import reencrypt as reencrypt_module
 from hookstream.tools.topics import admin_client, create_topics
 from tests.helpers import (
     STORE_BACKENDS,
     TEST_ENCRYPTION_KEY,
+    api_call,
     fresh_store_url,
     settings_env,
-    settings_for_test,
+    sqlite_url,
+    wait_api_ready,
     wait_for,
 )
-from tests.pipeline import CODEC, Platform, Service, make_webhook, read_topic
+from tests.pipeline import CODEC, Platform, Service, api_settings, make_webhook, read_topic
 from tests.receiver import Received, TestReceiver
 
 pytestmark = pytest.mark.integration
@@ -59,22 +58,7 @@ class Api:
     port: int
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-            payload = None if body is None else orjson.dumps(body)
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
-            return response.status, orjson.loads(raw) if raw else None
-        finally:
-            connection.close()
-
-    def ready(self) -> bool:
-        try:
-            return self.call("GET", "/readyz")[0] == 200
-        except OSError:
-            return False
+        return api_call(self.port, KEY, method, path, body)
 
 
 @dataclass
@@ -93,7 +77,7 @@ class Stack:
         for name in names:
             self.services[name] = Service(settings or self.settings, name, self.directory)
         if "api" in names:
-            wait_for(self.api.ready, timeout=60, interval=0.2, what="the API's /readyz")
+            wait_api_ready(f"http://127.0.0.1:{self.settings.api_port}")
 
     def restart(self, settings: Settings, *names: str) -> None:
         for name in names:
@@ -150,23 +134,13 @@ class Stack:
 
 
 def _settings(bootstrap: str, store_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "deliveries_partitions": 2,
-        "retry_schedule": (0.2, 0.5),
-        "request_timeout": 2.0,
-        "store_url": store_url,
-        "api_port": localkafka.free_port(),
-        "api_keys": {KEY: TENANT},
-        "allow_private_targets": ("127.0.0.0/8",),
-        **overrides,
-    }
-    return settings_for_test(bootstrap, f"t{uuid.uuid4().hex[:10]}.", **values)
+    return api_settings(bootstrap, store_url, {KEY: TENANT}, **overrides)
 
 
 @pytest.fixture
 def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
     receiver = TestReceiver().start()
-    settings = _settings(kafka_bootstrap, f"sqlite:///{tmp_path / 'store.db'}")
+    settings = _settings(kafka_bootstrap, sqlite_url(tmp_path))
     built = Stack(settings, tmp_path, receiver)
     try:
         yield built
@@ -506,7 +480,7 @@ def test_reencrypt_reapplies_changes_made_while_it_runs(
 def test_production_without_a_key_does_not_start(
     kafka_bootstrap: str, tmp_path: Path, service: str
 ) -> None:
-    settings = _settings(kafka_bootstrap, f"sqlite:///{tmp_path / 'store.db'}")
+    settings = _settings(kafka_bootstrap, sqlite_url(tmp_path))
     env = settings_env(settings)
     env.update(HOOKSTREAM_ENV="production", HOOKSTREAM_ENCRYPTION_KEY="")
     result = subprocess.run(

@@ -33,7 +33,7 @@ from hookstream.events.envelope import delivery_id
 from hookstream.sender.service import OUTSTANDING_PER_SLOT
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
-from tests.helpers import settings_for_test, wait_for
+from tests.helpers import settings_for_test, unique_prefix, wait_for
 from tests.pipeline import CODEC, Platform, Service, make_webhook, read_topic
 from tests.receiver import Behaviour, Received, TestReceiver
 
@@ -137,7 +137,7 @@ def own_settings(settings_factory: SettingsFactory, **overrides: Any) -> Setting
     The `services` fixture has already created this test's default topics under the test's
     prefix; a layout of our own (e.g. one deliveries partition) needs fresh topic names.
     """
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    prefix = unique_prefix()
     settings = settings_factory(topic_prefix=prefix, consumer_group_prefix=prefix, **overrides)
     create_topics(settings)
     return settings
@@ -200,7 +200,7 @@ NOT_UP_FRONT = ("deleted", "poison", "gone_sibling", "gone_deleted", "gone_chang
 def table(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Table]:
     # Module-scoped, so it cannot use the function-scoped `settings_factory`: the same kind of
     # settings (own prefix, small partitions) with this table's schedule and timeout.
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    prefix = unique_prefix()
     settings = settings_for_test(
         kafka_bootstrap,
         prefix,
@@ -352,6 +352,21 @@ def test_429_retry_after_is_honoured_within_the_clamp(table: Table) -> None:
     assert 0.99 <= gap < 5, f"Retry-After: 30 should clamp to 1 s, waited {gap:.3f} s"
 
 
+def disabled_records(settings: Settings, webhook_id: str) -> list[dict[str, Any]]:
+    """The records of the webhooks topic that disable `webhook_id`, once there is one."""
+    topic = Topics.from_settings(settings).webhooks
+    found: list[dict[str, Any]] = wait_for(
+        lambda: [
+            w
+            for w in read_topic(settings, topic, "Webhook")
+            if w["id"] == webhook_id and w["enabled"] is False
+        ],
+        interval=0.2,
+        what="the disabled webhook record",
+    )
+    return found
+
+
 def test_410_disables_the_webhook(table: Table) -> None:
     s, hook = table.settings, table.hooks["gone"]
     [attempt] = wait_attempts(s, hook.id, final("permanent_failure"), "the 410 attempt")
@@ -362,16 +377,7 @@ def test_410_disables_the_webhook(table: Table) -> None:
     )
     assert dead["reason"] == "permanent_failure"
 
-    topic = Topics.from_settings(s).webhooks
-    updates = wait_for(
-        lambda: [
-            w
-            for w in read_topic(s, topic, "Webhook")
-            if w["id"] == hook.id and w["enabled"] is False
-        ],
-        interval=0.2,
-        what="the disabled webhook record",
-    )
+    updates = disabled_records(s, hook.id)
     assert updates[-1]["disabled_reason"] and "410" in updates[-1]["disabled_reason"]
     assert updates[-1]["url"] == hook.url  # the rest of the configuration is kept
     assert updates[-1]["secrets"] == [{"value": hook.secrets[0].value, "not_after_ms": None}]
@@ -440,19 +446,11 @@ def test_410_does_not_undo_a_change_made_during_the_request(table: Table) -> Non
     [attempt] = wait_attempts(s, changed.id, final("permanent_failure"), "the changed 410")
     assert attempt["webhook_disabled"] is True
 
-    topic = Topics.from_settings(s).webhooks
-    disabled = wait_for(
-        lambda: [
-            w
-            for w in read_topic(s, topic, "Webhook")
-            if w["id"] == changed.id and w["enabled"] is False
-        ],
-        interval=0.2,
-        what="the disabled webhook record",
-    )[-1]
+    disabled = disabled_records(s, changed.id)[-1]
     assert disabled["name"] == "renamed"
     assert disabled["secrets"] == [{"value": rotated, "not_after_ms": None}]
     # The deleted webhook stays deleted: its last record is the tombstone.
+    topic = Topics.from_settings(s).webhooks
     last = [m for m in read_topic(s, topic, None) if m.key() == deleted.id.encode()][-1]
     assert last.value() is None, "the 410 brought a deleted webhook back"
 

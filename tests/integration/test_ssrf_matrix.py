@@ -21,20 +21,17 @@ import asyncio
 import ipaddress
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
 from hookstream.core import signing
-from hookstream.core.destinations import IPAddress, check_url
+from hookstream.core.destinations import check_url
 from hookstream.core.records import Outcome
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
@@ -43,8 +40,8 @@ from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import classify
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
-from tests.helpers import settings_for_test, wait_for
-from tests.pipeline import Platform, Service, make_webhook, read_topic
+from tests.helpers import FakeDns, api_call, settings_for_test, sqlite_url, unique_prefix, wait_for
+from tests.pipeline import Platform, Service, make_webhook, read_topic, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -110,49 +107,6 @@ def url(host: str, port: int | None = None, scheme: str = "https") -> str:
     return f"{scheme}://{host}{f':{port}' if port else ''}/hook"
 
 
-class FakeDns:
-    """A controllable resolver: each name answers its queued address lists in turn (the last
-    one repeats). `lookup` is the API's create-time resolution, `resolver()` the sender's."""
-
-    def __init__(self, answers: dict[str, list[Sequence[str]]]) -> None:
-        self.answers = {name: list(queue) for name, queue in answers.items()}
-        self.queries: list[str] = []
-
-    def _next(self, host: str) -> Sequence[str]:
-        self.queries.append(host)
-        queue = self.answers.get(host.removesuffix("."))
-        if not queue:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return queue.pop(0) if len(queue) > 1 else queue[0]
-
-    def lookup(self, host: str) -> list[IPAddress]:
-        return [ipaddress.ip_address(address) for address in self._next(host)]
-
-    def resolver(self) -> AbstractResolver:
-        dns = self
-
-        class Resolver(AbstractResolver):
-            async def resolve(
-                self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-            ) -> list[ResolveResult]:
-                return [
-                    ResolveResult(
-                        hostname=host,
-                        host=address,
-                        port=port,
-                        family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                        proto=0,
-                        flags=socket.AI_NUMERICHOST,
-                    )
-                    for address in dns._next(host)
-                ]
-
-            async def close(self) -> None:
-                return None
-
-        return Resolver()
-
-
 class Listener:
     """A loopback TCP port that counts connection attempts (the kernel completes them)."""
 
@@ -205,16 +159,7 @@ class Api:
     port: int
 
     def call(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        import http.client
-
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-            connection.request(method, path, body=orjson.dumps(body), headers=headers)
-            response = connection.getresponse()
-            return response.status, orjson.loads(response.read() or b"null")
-        finally:
-            connection.close()
+        return api_call(self.port, KEY, method, path, body)
 
     def create(self, target: str) -> tuple[int, Any]:
         return self.call(
@@ -227,28 +172,14 @@ def api(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     directory = tmp_path_factory.mktemp("ssrf-api")
     settings = settings_for_test(
         kafka_bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
-        store_url=f"sqlite:///{directory / 'store.db'}",
+        unique_prefix(),
+        store_url=sqlite_url(directory),
         api_port=localkafka.free_port(),
         api_keys={KEY: TENANT},
         allow_private_targets=(),
     )
-    create_topics(settings)
-    service = Service(settings, "api", directory)
-    client = Api(settings.api_port)
-
-    def ready() -> bool:
-        try:
-            return client.call("GET", "/readyz", None)[0] == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(ready, timeout=60, interval=0.2, what="the API's /readyz")
-        yield client
-    finally:
-        service.terminate(30)
-        service.close()
+    with running_api(settings, directory):
+        yield Api(settings.api_port)
 
 
 def _refused_at_create(reply: tuple[int, Any], reason: str) -> str:
@@ -454,8 +385,8 @@ def test_sender_process_records_each_refusal_once_and_never_retries(
     """Webhooks written straight to the topic (past the API's check), allow-list off."""
     settings = settings_for_test(
         kafka_bootstrap,
-        f"t{uuid.uuid4().hex[:10]}.",
-        store_url=f"sqlite:///{tmp_path / 'store.db'}",
+        unique_prefix(),
+        store_url=sqlite_url(tmp_path),
         allow_private_targets=(),
         request_timeout=2.0,
     )

@@ -1,22 +1,15 @@
-"""Store fixtures: every test runs against SQLite and against a fresh PostgreSQL database."""
+"""Store fixtures on `store_url` (tests/conftest.py): every test runs against SQLite and against
+a fresh PostgreSQL database."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from hookstream.store import Store
 from hookstream.store.engine import make_engine
-from tests.helpers import STORE_BACKENDS, fresh_store_url
-
-
-@pytest.fixture(params=STORE_BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with fresh_store_url(request.param, tmp_path) as url:
-        yield url
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from hookstream.store.cursor import decode_cursor, encode_cursor
 from hookstream.store.engine import normalize_url
 from hookstream.store.schema import attempts, deliveries, metadata, webhook_health
 from hookstream.store.versioning import current_revision
+from tests.helpers import attempt_record
 
 HOUR_MS = 60 * 60 * 1000
 T0 = 1_700_000_000_000
@@ -34,36 +35,21 @@ def attempt(
     number: int = 1,
     *,
     outcome: str = "success",
-    started_at_ms: int = T0,
-    status_code: int | None = 200,
     webhook_id: str = "w1",
-    tenant_id: str = "t1",
-    event_type: str = "invoice.paid",
-    trigger: str = "scheduled",
-    body: bytes | None = None,
-    error: str | None = None,
-    next_attempt_at_ms: int | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    return {
-        "attempt_id": f"att_{delivery_id}_{number}_{trigger}",
-        "delivery_id": delivery_id,
-        "event_id": f"evt_{delivery_id}",
-        "webhook_id": webhook_id,
-        "tenant_id": tenant_id,
-        "event_type": event_type,
-        "attempt_number": number,
-        "trigger": trigger,
-        "url": f"https://example.com/{webhook_id}",
-        "started_at_ms": started_at_ms,
-        "duration_ms": 25,
-        "status_code": status_code,
-        "outcome": outcome,
-        "error": error,
-        "response_body": "ok" if outcome == "success" else None,
-        "next_attempt_at_ms": next_attempt_at_ms,
-        "webhook_disabled": status_code == 410,
-        "body": body,
-    }
+    """`attempt_record` with this module's defaults: short ids, at T0, 25 ms, "ok" from every
+    success. `fields` are `attempt_record`'s."""
+    return attempt_record(
+        delivery_id,
+        number,
+        outcome=outcome,
+        webhook_id=webhook_id,
+        url=f"https://example.com/{webhook_id}",
+        duration_ms=25,
+        response_body="ok" if outcome == "success" else None,
+        **{"tenant_id": "t1", "started_at_ms": T0, **fields},
+    )
 
 
 def dump(engine: Engine, *tables: Any) -> dict[str, list[tuple[Any, ...]]]:

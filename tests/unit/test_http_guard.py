@@ -3,41 +3,34 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from hookstream.core.destinations import (
-    IPAddress,
     IPNetwork,
     check_url,
     is_forbidden_address,
     parse_ip_literal,
 )
 from hookstream.sender.http import DestinationRefused, GuardedResolver
+from tests.helpers import FakeDns
 
 LOOPBACK_ONLY: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
 
-FAKE_DNS: Mapping[str, Sequence[str]] = {
-    "localhost": ("127.0.0.1", "::1"),
-    "example.com": ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"),
-    "internal.example": ("10.0.0.7",),
-    "mixed.example": ("93.184.216.34", "192.168.0.10"),
-    "metadata.example": ("169.254.169.254",),
-}
-
-
-def fake_resolve(host: str) -> list[IPAddress]:
-    try:
-        return [ipaddress.ip_address(a) for a in FAKE_DNS[host.removesuffix(".")]]
-    except KeyError:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+FAKE_DNS = FakeDns(
+    {
+        "localhost": [("127.0.0.1", "::1")],
+        "example.com": [("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946")],
+        "internal.example": [("10.0.0.7",)],
+        "mixed.example": [("93.184.216.34", "192.168.0.10")],
+        "metadata.example": [("169.254.169.254",)],
+    }
+)
 
 
 def check(url: str, allowed: Sequence[IPNetwork] = (), allow_http: bool = False) -> str | None:
-    return check_url(url, allowed, allow_http, resolve=fake_resolve)
+    return check_url(url, allowed, allow_http, resolve=FAKE_DNS.lookup)
 
 
 @pytest.mark.parametrize(
@@ -159,52 +152,28 @@ def test_parse_ip_literal_legacy_forms() -> None:
     assert parse_ip_literal("1e100.net") is None
 
 
-class SequenceResolver(AbstractResolver):
-    """Answers each lookup with the next address, as a rebinding DNS server would."""
-
-    def __init__(self, *answers: str) -> None:
-        self.answers = list(answers)
-        self.closed = False
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        addresses = self.answers.pop(0).split(",")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        self.closed = True
-
-
 async def test_resolver_refuses_a_rebound_name() -> None:
-    inner = SequenceResolver("93.184.216.34", "127.0.0.1")
-    resolver = GuardedResolver((), inner)
+    dns = FakeDns({"rebind.example": [("93.184.216.34",), ("127.0.0.1",)]})
+    resolver = GuardedResolver((), dns.resolver())
     first = await resolver.resolve("rebind.example", 443)
     assert [r["host"] for r in first] == ["93.184.216.34"]
     with pytest.raises(DestinationRefused, match="loopback") as caught:
         await resolver.resolve("rebind.example", 443)
     assert "rebind.example" in caught.value.reason
     await resolver.close()
-    assert inner.closed
+    assert dns.closed
 
 
 async def test_resolver_drops_forbidden_addresses_and_keeps_public_ones() -> None:
-    resolver = GuardedResolver((), SequenceResolver("10.0.0.1,93.184.216.34,::ffff:127.0.0.1"))
+    dns = FakeDns({"mixed.example": [("10.0.0.1", "93.184.216.34", "::ffff:127.0.0.1")]})
+    resolver = GuardedResolver((), dns.resolver())
     kept = await resolver.resolve("mixed.example", 443)
     assert [r["host"] for r in kept] == ["93.184.216.34"]
 
 
 async def test_resolver_honours_the_allow_list() -> None:
-    resolver = GuardedResolver(LOOPBACK_ONLY, SequenceResolver("127.0.0.1,::1"))
+    resolver = GuardedResolver(
+        LOOPBACK_ONLY, FakeDns({"localhost": [("127.0.0.1", "::1")]}).resolver()
+    )
     kept = await resolver.resolve("localhost", 80)
     assert [r["host"] for r in kept] == ["127.0.0.1"]
