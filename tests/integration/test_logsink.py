@@ -26,7 +26,6 @@ from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.logsink.upkeep import DISABLED_EVENT_TYPE
 from hookstream.store import Store
-from hookstream.store.derive import attempt_order
 from hookstream.store.engine import make_engine
 from hookstream.store.schema import attempts, deliveries, webhook_health
 from hookstream.tools.topics import create_topics
@@ -100,6 +99,11 @@ _RETRIED = (
     (429, None, "slow down"),
     (None, "connection refused", None),
 )
+
+
+def attempt_order(attempt: Attempt) -> tuple[int, int, str]:
+    """Which of two attempts is later, as the store documents it: start, number, id."""
+    return (attempt["started_at_ms"], attempt["attempt_number"], attempt["attempt_id"])
 
 
 def delivery_log(rng: random.Random, total: int, now_ms: int, tag: str) -> list[Attempt]:

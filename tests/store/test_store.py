@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, delete, select
 
+from hookstream.core.records import Attempt
 from hookstream.store import (
     DeliveryRow,
     InvalidCursorError,
@@ -37,18 +38,20 @@ def attempt(
     outcome: str = "success",
     webhook_id: str = "w1",
     **fields: Any,
-) -> dict[str, Any]:
-    """`attempt_record` with this module's defaults: short ids, at T0, 25 ms, "ok" from every
-    success. `fields` are `attempt_record`'s."""
-    return attempt_record(
-        delivery_id,
-        number,
-        outcome=outcome,
-        webhook_id=webhook_id,
-        url=f"https://example.com/{webhook_id}",
-        duration_ms=25,
-        response_body="ok" if outcome == "success" else None,
-        **{"tenant_id": "t1", "started_at_ms": T0, **fields},
+) -> Attempt:
+    """`attempt_record` with this module's defaults, as the typed record the store takes: short
+    ids, at T0, 25 ms, "ok" from every success. `fields` are `attempt_record`'s."""
+    return Attempt.from_record(
+        attempt_record(
+            delivery_id,
+            number,
+            outcome=outcome,
+            webhook_id=webhook_id,
+            url=f"https://example.com/{webhook_id}",
+            duration_ms=25,
+            response_body="ok" if outcome == "success" else None,
+            **{"tenant_id": "t1", "started_at_ms": T0, **fields},
+        )
     )
 
 
@@ -121,7 +124,7 @@ def history(seed: int = 7) -> list[dict[str, Any]]:
                     tenant_id=tenant_id,
                 )
             )
-    log.sort(key=lambda a: a["started_at_ms"])
+    log.sort(key=lambda a: a.started_at_ms)
     return log
 
 
@@ -245,11 +248,8 @@ def test_latest_attempt_breaks_ties_by_attempt_number(store: Store) -> None:
     # The ids sort the other way round, so only the attempt number can pick the winner.
     store.record_attempts(
         [
-            {**attempt(number=2, outcome="success", started_at_ms=T0), "attempt_id": "att_a"},
-            {
-                **attempt(number=1, outcome="temporary_failure", started_at_ms=T0),
-                "attempt_id": "att_z",
-            },
+            attempt(number=2, outcome="success", started_at_ms=T0, attempt_id="att_a"),
+            attempt(number=1, outcome="temporary_failure", started_at_ms=T0, attempt_id="att_z"),
         ]
     )
     detail = store.get_delivery("d1", None)
