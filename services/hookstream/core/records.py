@@ -203,7 +203,12 @@ class Event:
         )
 
 
-@dataclass(frozen=True, slots=True)
+# A frozen dataclass's generated __init__ looks `object.__setattr__` up for every field; the
+# router makes one Delivery per webhook an event goes to, so Delivery binds it once.
+_set = object.__setattr__
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Delivery:
     """One event routed to one webhook (`deliveries`), with the exact body every attempt sends.
 
@@ -221,6 +226,28 @@ class Delivery:
     attempt: int
     trigger: Trigger
     created_at_ms: int
+
+    def __init__(
+        self,
+        delivery_id: str,
+        event_id: str,
+        event_type: str,
+        tenant_id: str,
+        webhook_id: str,
+        body: bytes,
+        attempt: int,
+        trigger: Trigger,
+        created_at_ms: int,
+    ) -> None:
+        _set(self, "delivery_id", delivery_id)
+        _set(self, "event_id", event_id)
+        _set(self, "event_type", event_type)
+        _set(self, "tenant_id", tenant_id)
+        _set(self, "webhook_id", webhook_id)
+        _set(self, "body", body)
+        _set(self, "attempt", attempt)
+        _set(self, "trigger", trigger)
+        _set(self, "created_at_ms", created_at_ms)
 
     def retry(self, attempt: int, due_at_ms: int, tier: str) -> Retry:
         """This delivery waiting in retry tier `tier` until `due_at_ms`, for attempt `attempt`."""
@@ -247,7 +274,7 @@ class Delivery:
             "webhook_id": self.webhook_id,
             "body": self.body,
             "attempt": self.attempt,
-            "trigger": str(self.trigger),
+            "trigger": self.trigger,  # a StrEnum: written as its text
             # Deliveries are due at once; the field is there because Retry shares the names.
             "due_at_ms": 0,
             "created_at_ms": self.created_at_ms,

@@ -229,16 +229,17 @@ class Router:
             body = bodies.body_for(permissions)
             if body is None:
                 continue
+            # Positional: one per webhook an event goes to, and keywords cost a third more.
             delivery = Delivery(
-                delivery_id=delivery_id(event.id, webhook.id),
-                event_id=event.id,
-                event_type=event.type,
-                tenant_id=event.tenant_id,
-                webhook_id=webhook.id,
-                body=body,
-                attempt=1,
-                trigger=trigger,
-                created_at_ms=created_at_ms,
+                delivery_id(event.id, webhook.id),
+                event.id,
+                event.type,
+                event.tenant_id,
+                webhook.id,
+                body,
+                1,  # the first attempt
+                trigger,
+                created_at_ms,
             )
             out.append((webhook.id.encode(), self.codec.write(delivery)))
         return out
