@@ -15,9 +15,9 @@ from hookstream.api.models import (
     WebhookOut,
 )
 from hookstream.api.times import iso
-from hookstream.core.records import Webhook
+from hookstream.core.records import Attempt, Webhook
 from hookstream.core.secrets import Keyring, SecretError
-from hookstream.store import AttemptRow, DeliveryDetail, DeliveryRow, Health
+from hookstream.store import DeliveryDetail, DeliveryRow, Health
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _delivery_fields(row: DeliveryRow) -> dict[str, Any]:
     }
 
 
-def _attempt_out(row: AttemptRow) -> AttemptOut:
+def _attempt_out(row: Attempt) -> AttemptOut:
     return AttemptOut(
         id=row.attempt_id,
         attempt_number=row.attempt_number,

@@ -16,7 +16,7 @@ from hookstream.core.records import Attempt
 
 INVALID_ATTEMPT = "invalid_attempt"
 _ID_FIELDS = ("attempt_id", "delivery_id", "event_id", "webhook_id", "tenant_id", "event_type")
-_TEXT_FIELDS = tuple(field.name for field in fields(Attempt))
+_FIELDS = tuple(field.name for field in fields(Attempt))
 
 
 def decode_attempt(codec: Codec, value: bytes | None) -> Attempt:
@@ -42,7 +42,7 @@ def _storable(attempt: Attempt) -> Attempt:
     """
     nul: dict[str, Any] = {
         name: value.replace("\x00", "\ufffd")
-        for name in _TEXT_FIELDS
+        for name in _FIELDS
         if isinstance(value := getattr(attempt, name), str) and "\x00" in value
     }
     return replace(attempt, **nul) if nul else attempt

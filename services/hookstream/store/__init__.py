@@ -3,7 +3,6 @@
 from hookstream.store.derive import DELIVERY_STATUSES, delivery_status
 from hookstream.store.errors import InvalidCursorError, UnsupportedStoreUrlError
 from hookstream.store.rows import (
-    AttemptRow,
     DeliveryDetail,
     DeliveryRow,
     FailingWebhook,
@@ -16,7 +15,6 @@ from hookstream.store.versioning import migrate
 __all__ = [
     "DELIVERY_STATUSES",
     "MAX_PAGE_SIZE",
-    "AttemptRow",
     "DeliveryDetail",
     "DeliveryRow",
     "FailingWebhook",

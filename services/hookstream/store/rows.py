@@ -1,29 +1,13 @@
-"""What the store hands back: plain immutable rows, free of SQLAlchemy types."""
+"""What the store hands back: plain immutable rows, free of SQLAlchemy types.
+
+Attempts come back as the `Attempt` records the log-sink stored.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True, slots=True)
-class AttemptRow:
-    attempt_id: str
-    delivery_id: str
-    event_id: str
-    webhook_id: str
-    tenant_id: str
-    event_type: str
-    attempt_number: int
-    trigger: str
-    url: str
-    started_at_ms: int
-    duration_ms: int
-    status_code: int | None
-    outcome: str
-    error: str | None
-    response_body: str | None
-    next_attempt_at_ms: int | None
-    webhook_disabled: bool
+from hookstream.core.records import Attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +31,8 @@ class DeliveryRow:
 @dataclass(frozen=True, slots=True)
 class DeliveryDetail:
     delivery: DeliveryRow
-    attempts: list[AttemptRow]
+    # As logged, oldest first; their `body` is None: the delivery row keeps the one body.
+    attempts: list[Attempt]
 
 
 @dataclass(frozen=True, slots=True)

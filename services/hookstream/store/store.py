@@ -42,7 +42,6 @@ from hookstream.store.derive import (
 )
 from hookstream.store.engine import make_engine, write_transaction
 from hookstream.store.rows import (
-    AttemptRow,
     DeliveryDetail,
     DeliveryRow,
     FailingWebhook,
@@ -355,7 +354,7 @@ class Store:
             )
             return DeliveryDetail(
                 delivery=_delivery_row(row),
-                attempts=[AttemptRow(**row._mapping) for row in attempt_rows],
+                attempts=[Attempt(**row._mapping) for row in attempt_rows],
             )
 
     def failed_deliveries(
