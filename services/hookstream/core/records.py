@@ -203,12 +203,14 @@ class Event:
         )
 
 
-# A frozen dataclass's generated __init__ looks `object.__setattr__` up for every field; the
-# router makes one Delivery per webhook an event goes to, so Delivery binds it once.
+# The router makes one Delivery per webhook an event goes to, so Delivery and Retry are built
+# and encoded cheaply: not slotted, each keeps its Avro record as its `__dict__`, set in one
+# step (a frozen dataclass's generated __init__ calls `object.__setattr__` once per field), and
+# `to_record` copies that dict instead of building one field by field.
 _set = object.__setattr__
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, init=False)
 class Delivery:
     """One event routed to one webhook (`deliveries`), with the exact body every attempt sends.
 
@@ -239,15 +241,24 @@ class Delivery:
         trigger: Trigger,
         created_at_ms: int,
     ) -> None:
-        _set(self, "delivery_id", delivery_id)
-        _set(self, "event_id", event_id)
-        _set(self, "event_type", event_type)
-        _set(self, "tenant_id", tenant_id)
-        _set(self, "webhook_id", webhook_id)
-        _set(self, "body", body)
-        _set(self, "attempt", attempt)
-        _set(self, "trigger", trigger)
-        _set(self, "created_at_ms", created_at_ms)
+        _set(
+            self,
+            "__dict__",
+            {
+                "delivery_id": delivery_id,
+                "event_id": event_id,
+                "event_type": event_type,
+                "tenant_id": tenant_id,
+                "webhook_id": webhook_id,
+                "body": body,
+                "attempt": attempt,
+                "trigger": trigger,  # a StrEnum: written as its text
+                # Deliveries are due at once; the Avro field is there because Retry shares
+                # the names. Not a field of this class: only a Retry has a due time.
+                "due_at_ms": 0,
+                "created_at_ms": created_at_ms,
+            },
+        )
 
     def retry(self, attempt: int, due_at_ms: int, tier: str) -> Retry:
         """This delivery waiting in retry tier `tier` until `due_at_ms`, for attempt `attempt`."""
@@ -266,26 +277,14 @@ class Delivery:
         )
 
     def to_record(self) -> dict[str, Any]:
-        return {
-            "delivery_id": self.delivery_id,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "tenant_id": self.tenant_id,
-            "webhook_id": self.webhook_id,
-            "body": self.body,
-            "attempt": self.attempt,
-            "trigger": self.trigger,  # a StrEnum: written as its text
-            # Deliveries are due at once; the field is there because Retry shares the names.
-            "due_at_ms": 0,
-            "created_at_ms": self.created_at_ms,
-        }
+        return self.__dict__.copy()
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Delivery:
         return cls(**_delivery_fields(record))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, init=False)
 class Retry(Delivery):
     """A delivery waiting in a retry tier topic: never sent before `due_at_ms`.
 
@@ -297,11 +296,34 @@ class Retry(Delivery):
     due_at_ms: int
     tier: str
 
-    def to_record(self) -> dict[str, Any]:
-        record = Delivery.to_record(self)
-        record["due_at_ms"] = self.due_at_ms
-        record["tier"] = self.tier
-        return record
+    def __init__(
+        self,
+        delivery_id: str,
+        event_id: str,
+        event_type: str,
+        tenant_id: str,
+        webhook_id: str,
+        body: bytes,
+        attempt: int,
+        trigger: Trigger,
+        created_at_ms: int,
+        due_at_ms: int,
+        tier: str,
+    ) -> None:
+        Delivery.__init__(
+            self,
+            delivery_id,
+            event_id,
+            event_type,
+            tenant_id,
+            webhook_id,
+            body,
+            attempt,
+            trigger,
+            created_at_ms,
+        )
+        self.__dict__["due_at_ms"] = due_at_ms
+        self.__dict__["tier"] = tier
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Retry:
