@@ -177,7 +177,7 @@ def _plan(ctx: Context, selected: list[str]) -> list[tuple[str, Callable[[], Any
 def _ceiling(ctx: Context) -> dict[str, Any]:
     sizes = ctx.sizes
     base = ctx.nginx.url("")
-    # The reference runs on the loop the sender runs on (hookstream.core.eventloop).
+    # The reference runs on the loop the sender runs on (hookstream.runtime.eventloop).
     loop = "uvloop" if ceiling.uvloop_available() else "asyncio"
 
     def once(requests: int, concurrency: int, loop: str = loop) -> dict[str, Any]:

@@ -40,10 +40,10 @@ from hypothesis import strategies as st
 
 from hookstream.core.codec import MAGIC, DecodeError
 from hookstream.core.records import Principal, Webhook, WebhookSecret
-from hookstream.core.secrets import load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
+from hookstream.endpoints.secrets import load_keyring
 from hookstream.events.catalog import matches
 from hookstream.events.envelope import delivery_id
 from hookstream.store import Store

@@ -21,8 +21,8 @@ from typing import IO, Any
 
 import pytest
 
-from hookstream.core.runner import FAILED_EXIT
 from hookstream.core.settings import Settings
+from hookstream.runtime.runner import FAILED_EXIT
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
 from tests.conftest import SettingsFactory

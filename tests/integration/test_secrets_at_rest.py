@@ -25,10 +25,10 @@ from sqlalchemy import MetaData, create_engine, select
 
 from hookstream.core.keys import generate_key, parse_keys
 from hookstream.core.records import Webhook
-from hookstream.core.secrets import Keyring, key_id_of, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
+from hookstream.endpoints.secrets import Keyring, key_id_of, load_keyring
 from hookstream.store.engine import normalize_url
 from hookstream.tools import reencrypt as reencrypt_module
 from hookstream.tools.topics import admin_client, create_topics

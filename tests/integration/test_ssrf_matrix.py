@@ -31,10 +31,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from hookstream.core import signing
-from hookstream.core.destinations import check_url
 from hookstream.core.records import Outcome
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
+from hookstream.endpoints.destinations import check_url
 from hookstream.sender import http as sender_http
 from hookstream.sender.http import HttpSender
 from hookstream.sender.outcome import classify

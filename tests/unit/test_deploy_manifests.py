@@ -22,11 +22,11 @@ from pydantic import SecretStr
 from hookstream import __version__
 from hookstream.api.routes.ops import routes as api_ops_routes
 from hookstream.cli import SERVICES, build_parser
-from hookstream.core.metrics import SERVICE_METRICS
-from hookstream.core.ops import OpsServer
 from hookstream.core.records import ROUTER_GROUP, SENDER_GROUP
 from hookstream.core.settings import Settings, load_settings
 from hookstream.core.topics import Topics
+from hookstream.runtime.metrics import SERVICE_METRICS
+from hookstream.runtime.ops import OpsServer
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

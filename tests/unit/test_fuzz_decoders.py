@@ -35,7 +35,7 @@ from hookstream.core.records import (
     WebhookSecret,
     due_at_from_headers,
 )
-from hookstream.core.secrets import Keyring, SecretError
+from hookstream.endpoints.secrets import Keyring, SecretError
 from hookstream.events.catalog import default_catalog
 from hookstream.router.envelope import RejectedEvent, parse_event
 from hookstream.router.json_events import decode_json_event

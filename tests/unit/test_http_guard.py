@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from hookstream.core.destinations import (
+from hookstream.endpoints.destinations import (
     IPNetwork,
     check_url,
     is_forbidden_address,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso
+from hookstream.events.instants import InvalidInstantError, normalise_iso, parse_iso
 
 # Real offsets are whole minutes, up to a day either way.
 OFFSETS = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(

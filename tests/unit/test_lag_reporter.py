@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from hookstream.core.metrics import lag_reporter
+from hookstream.runtime.metrics import lag_reporter
 
 
 def stats(partitions: dict[str, dict[str, Any]]) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from hookstream.core.logging import JsonFormatter, TextFormatter, configure_logging
+from hookstream.runtime.logging import JsonFormatter, TextFormatter, configure_logging
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:

@@ -18,8 +18,7 @@ from hookstream.core.deadletter import (
     require_ids,
     require_unix_ms,
 )
-from hookstream.core.instants import MAX_UNIX_MS
-from hookstream.core.records import Delivery
+from hookstream.core.records import MAX_UNIX_MS, Delivery
 from hookstream.events.envelope import EventHead, build_body
 from hookstream.logsink.intake import decode_attempt
 from hookstream.sender.intake import decode_delivery

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from hookstream.core.codec import default_codec
-from hookstream.core.instants import utc_iso
 from hookstream.events.catalog import default_catalog
+from hookstream.events.instants import utc_iso
 from hookstream.router.envelope import RejectedEvent, parse_event
 
 CODEC = default_codec()

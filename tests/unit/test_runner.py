@@ -16,15 +16,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from hookstream.core import eventloop, runner
 from hookstream.core.deadletter import ProcessError
-from hookstream.core.runner import (
+from hookstream.core.settings import Settings, load_settings
+from hookstream.core.view import CompactedView
+from hookstream.runtime import eventloop, runner
+from hookstream.runtime.runner import (
     FAILED_EXIT,
     run_async_until_signalled,
     run_until_signalled,
 )
-from hookstream.core.settings import Settings, load_settings
-from hookstream.core.view import CompactedView
 
 DEADLINE = 30.0
 

@@ -12,7 +12,8 @@ import pytest
 
 from hookstream.api.present import secret_hint
 from hookstream.core.records import Webhook, WebhookSecret
-from hookstream.core.secrets import (
+from hookstream.core.settings import SettingsError, load_settings
+from hookstream.endpoints.secrets import (
     Keyring,
     MalformedSecretError,
     SecretError,
@@ -24,7 +25,6 @@ from hookstream.core.secrets import (
     load_keyring,
     parse_keys,
 )
-from hookstream.core.settings import SettingsError, load_settings
 
 KEY_1 = bytes(range(32))
 KEY_2 = bytes(range(100, 132))
@@ -229,7 +229,7 @@ def test_development_generates_a_key_once_and_reuses_it(
 ) -> None:
     path = tmp_path / "cache" / "hookstream" / "dev-key"
     settings = load_settings(env="development", encryption_key="", encryption_key_file=str(path))
-    with caplog.at_level(logging.WARNING, logger="hookstream.core.secrets"):
+    with caplog.at_level(logging.WARNING, logger="hookstream.endpoints.secrets"):
         first = load_keyring(settings)
     assert "DEVELOPMENT MODE" in caplog.text and "generated just now" in caplog.text
     assert str(path) in caplog.text and "HOOKSTREAM_ENCRYPTION_KEY" in caplog.text
@@ -238,7 +238,7 @@ def test_development_generates_a_key_once_and_reuses_it(
     stored = first.encrypt("wh_1", SECRET)
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hookstream.core.secrets"):
+    with caplog.at_level(logging.WARNING, logger="hookstream.endpoints.secrets"):
         second = load_keyring(settings)
     assert "kept in" in caplog.text
     # Another process (another service) on the same machine reads what the first wrote.

@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from hookstream.core.records import Outcome, StoredSecret, Webhook
-from hookstream.core.secrets import Keyring, SecretError
 from hookstream.core.signing import (
     Signer,
     UnusableSecretError,
@@ -15,6 +14,7 @@ from hookstream.core.signing import (
     signature_header,
     signer,
 )
+from hookstream.endpoints.secrets import Keyring, SecretError
 from hookstream.sender import metrics
 from hookstream.sender.service import _attempts_counter
 from hookstream.sender.signers import WebhookSigners

@@ -18,14 +18,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hookstream.api.errors import unavailable
 from hookstream.core.codec import Codec
-from hookstream.core.context import ServiceContext
 from hookstream.core.records import Principal, Webhook
-from hookstream.core.secrets import Keyring, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, ViewNotReadyError
-from hookstream.core.writer import KafkaWriter, Record, WriteFailedError, Written
+from hookstream.endpoints.secrets import Keyring, load_keyring
 from hookstream.events.catalog import Catalog, default_catalog
+from hookstream.runtime.context import ServiceContext
+from hookstream.runtime.writer import KafkaWriter, Record, WriteFailedError, Written
 from hookstream.store import Store
 
 log = logging.getLogger(__name__)

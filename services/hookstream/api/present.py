@@ -16,7 +16,7 @@ from hookstream.api.models import (
 )
 from hookstream.api.times import iso
 from hookstream.core.records import Attempt, Webhook
-from hookstream.core.secrets import Keyring, SecretError
+from hookstream.endpoints.secrets import Keyring, SecretError
 from hookstream.store import DeliveryDetail, DeliveryRow, Health
 
 log = logging.getLogger(__name__)

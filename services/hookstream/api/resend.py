@@ -12,8 +12,8 @@ from hookstream.api.errors import ApiError, invalid
 from hookstream.api.models import Recover, Recovered, Replayed, TestSent
 from hookstream.api.times import iso, now_ms, parse_instant
 from hookstream.core.records import TEST_EVENT_TYPE, Delivery, Trigger, Webhook
-from hookstream.core.writer import Record
 from hookstream.events.envelope import EventHead, build_body, delivery_id
+from hookstream.runtime.writer import Record
 from hookstream.store import DeliveryDetail, DeliveryRow
 
 

@@ -9,9 +9,9 @@ import threading
 from aiohttp import web
 
 from hookstream.api.app import create_app
-from hookstream.core import eventloop
-from hookstream.core.runner import configure_logging, serve_until_signalled
 from hookstream.core.settings import Settings
+from hookstream.runtime import eventloop
+from hookstream.runtime.runner import configure_logging, serve_until_signalled
 
 log = logging.getLogger(__name__)
 

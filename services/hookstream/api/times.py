@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import overload
 
 from hookstream.api.errors import invalid
-from hookstream.core.instants import (
-    MAX_UNIX_MS,
+from hookstream.core.records import MAX_UNIX_MS
+from hookstream.events.instants import (
     InvalidInstantError,
     normalise_iso,
     parse_iso,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from hookstream.api.context import Api
 from hookstream.api.errors import ApiError, invalid
-from hookstream.core.destinations import check_url
+from hookstream.endpoints.destinations import check_url
 
 
 def check_subscription(api: Api, events: Sequence[str]) -> None:

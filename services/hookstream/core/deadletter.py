@@ -19,11 +19,9 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
 
-from hookstream.core import metrics
 from hookstream.core.codec import Codec, DecodeError
-from hookstream.core.instants import MAX_UNIX_MS
 from hookstream.core.kafka import Headers, header_pairs, producer_config
-from hookstream.core.records import DeadLetter
+from hookstream.core.records import MAX_UNIX_MS, DeadLetter
 from hookstream.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -202,8 +200,17 @@ class DeadLetterSink:
     one. `produce` is thread-safe, so every view of a service shares one sink.
     """
 
-    def __init__(self, settings: Settings, codec: Codec, topic: str, service: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        topic: str,
+        service: str,
+        count: Callable[[str], None],
+    ) -> None:
         self.service = service
+        # Counts each refusal by reason: the service's metrics live outside the contract.
+        self._count = count
         self._settings = settings
         self._codec = codec
         self._topic = topic
@@ -217,7 +224,7 @@ class DeadLetterSink:
         """
         refusal, record = refuse(self.service, message, header_pairs(message), exc)
         self.send(record, key=None)
-        metrics.DEAD_LETTERS.labels(refusal.reason).inc()
+        self._count(refusal.reason)
         return refusal
 
     def send(self, record: DeadLetter, key: bytes | None) -> None:

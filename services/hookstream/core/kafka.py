@@ -82,13 +82,6 @@ def _client_id(settings: Settings) -> str:
     return f"hookstream-{settings.instance_id}"
 
 
-def with_lag_metrics(config: dict[str, Any]) -> dict[str, Any]:
-    """Publish this group consumer's per-partition lag as `hookstream_consumer_lag`."""
-    from hookstream.core.metrics import lag_reporter
-
-    return {**config, "statistics.interval.ms": 5000, "stats_cb": lag_reporter(config["group.id"])}
-
-
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     """The offsets to commit after `messages`: one past the highest of each partition."""
     highest: dict[tuple[str, int], int] = {}

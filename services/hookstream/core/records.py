@@ -12,6 +12,10 @@ from typing import Any, ClassVar, NewType
 # is: `Keyring.decrypt` turns it into the plaintext `whsec_...` that `signing.signer` takes.
 StoredSecret = NewType("StoredSecret", str)
 
+# The last millisecond of year 9999, the end of what a datetime can represent: the range of
+# every Unix-millisecond field a record may carry.
+MAX_UNIX_MS = 253_402_300_799_999
+
 
 @dataclass(frozen=True, slots=True)
 class WebhookSecret:

@@ -154,7 +154,7 @@ class Settings(BaseSettings):
         "(development only, e.g. `127.0.0.0/8`).",
     )
 
-    # Webhook signing secrets are encrypted at rest (core/secrets.py): comma-separated
+    # Webhook signing secrets are encrypted at rest (endpoints/secrets.py): comma-separated
     # kid:base64key entries of 32-byte keys; the first encrypts, every one decrypts.
     encryption_key: SecretStr = Field(
         default=SecretStr(""),

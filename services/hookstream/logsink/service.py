@@ -19,21 +19,21 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from hookstream.core.codec import Codec
-from hookstream.core.context import ServiceContext
 from hookstream.core.deadletter import PROCESS_ERRORS, ProcessError
 from hookstream.core.kafka import (
     consumer_config,
     next_offsets,
     producer_config,
-    with_lag_metrics,
 )
 from hookstream.core.records import LOG_SINK_GROUP, Attempt, Webhook
-from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.view import CompactedView
 from hookstream.logsink import metrics
 from hookstream.logsink.intake import decode_attempt
 from hookstream.logsink.upkeep import Upkeep
+from hookstream.runtime.context import ServiceContext
+from hookstream.runtime.metrics import with_lag_metrics
+from hookstream.runtime.runner import run_until_signalled
 from hookstream.store import Store
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,11 @@ import orjson
 from confluent_kafka import Producer
 
 from hookstream.core.codec import Codec
-from hookstream.core.instants import utc_iso
 from hookstream.core.records import Event, Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView
+from hookstream.events.instants import utc_iso
 from hookstream.logsink import metrics
 from hookstream.store import Store
 

@@ -15,10 +15,10 @@ import orjson
 
 from hookstream.core.codec import Codec, DecodeError
 from hookstream.core.deadletter import RejectedRecord, require_ids, require_unix_ms
-from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso
 from hookstream.core.records import Event
 from hookstream.events.catalog import Catalog, EventType, redact
 from hookstream.events.envelope import build_body
+from hookstream.events.instants import InvalidInstantError, normalise_iso, parse_iso
 from hookstream.router.json_events import decode_json_event
 
 JSON_CONTENT_TYPE = "application/json"

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from hookstream.core.codec import DecodeError
-from hookstream.core.instants import InvalidInstantError, normalise_iso, parse_iso
 from hookstream.core.records import Event
+from hookstream.events.instants import InvalidInstantError, normalise_iso, parse_iso
 
 
 def decode_json_event(data: bytes) -> Event:

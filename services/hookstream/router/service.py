@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from hookstream.core.codec import Codec
-from hookstream.core.context import ServiceContext
 from hookstream.core.deadletter import PROCESS_ERRORS, refuse
 from hookstream.core.kafka import (
     Headers,
@@ -27,9 +26,7 @@ from hookstream.core.kafka import (
     header_pairs,
     next_offsets,
     producer_config,
-    with_lag_metrics,
 )
-from hookstream.core.metrics import DEAD_LETTERS
 from hookstream.core.records import (
     ROUTER_GROUP,
     TEST_EVENT_TYPE,
@@ -38,7 +35,6 @@ from hookstream.core.records import (
     Trigger,
     Webhook,
 )
-from hookstream.core.runner import run_until_signalled
 from hookstream.core.settings import Settings
 from hookstream.core.view import CompactedView
 from hookstream.events.catalog import Catalog, default_catalog
@@ -46,6 +42,9 @@ from hookstream.events.envelope import delivery_id
 from hookstream.router import metrics
 from hookstream.router.envelope import BodyShaper, parse_event
 from hookstream.router.matching import SubscriptionIndex
+from hookstream.runtime.context import ServiceContext
+from hookstream.runtime.metrics import DEAD_LETTERS, with_lag_metrics
+from hookstream.runtime.runner import run_until_signalled
 
 log = logging.getLogger(__name__)
 

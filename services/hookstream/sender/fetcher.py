@@ -39,10 +39,10 @@ from hookstream.core.kafka import (
     consume_batch,
     consumer_config,
     header_pairs,
-    with_lag_metrics,
 )
 from hookstream.core.records import SENDER_GROUP, InvalidRecordError, Retry, due_at_from_headers
 from hookstream.core.settings import Settings
+from hookstream.runtime.metrics import with_lag_metrics
 from hookstream.sender.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)

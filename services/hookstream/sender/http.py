@@ -25,12 +25,12 @@ import aiohttp.connector
 import aiohttp.http_exceptions
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from hookstream.core.destinations import (
+from hookstream.core.settings import Settings
+from hookstream.endpoints.destinations import (
     IPNetwork,
     check_url,
     is_forbidden_address,
 )
-from hookstream.core.settings import Settings
 from hookstream.sender.outcome import HttpResult, parse_retry_after
 
 # Every resolution is vetted before it is cached, so caching cannot let a rebound name through;

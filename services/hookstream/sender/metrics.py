@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from hookstream.core.metrics import LATENCY_BUCKETS
+from hookstream.runtime.metrics import LATENCY_BUCKETS
 
 ATTEMPTS = Counter(
     "hookstream_attempts_total",

@@ -19,23 +19,23 @@ from typing import Any
 from confluent_kafka import Message
 from prometheus_client import Counter
 
-from hookstream.core import eventloop, signing
+from hookstream.core import signing
 from hookstream.core.codec import Codec
-from hookstream.core.context import ServiceContext
 from hookstream.core.deadletter import (
     PROCESS_ERRORS,
     RejectedRecord,
     dead_letter,
     refuse,
 )
-from hookstream.core.instants import MAX_UNIX_MS
-from hookstream.core.metrics import DEAD_LETTERS
-from hookstream.core.records import Delivery, Outcome, Retry, Webhook, due_at_header
-from hookstream.core.runner import run_async_until_signalled
-from hookstream.core.secrets import SecretError, load_keyring
+from hookstream.core.records import MAX_UNIX_MS, Delivery, Outcome, Retry, Webhook, due_at_header
 from hookstream.core.settings import Settings
 from hookstream.core.view import CompactedView
-from hookstream.core.writer import KafkaWriter, Record
+from hookstream.endpoints.secrets import SecretError, load_keyring
+from hookstream.runtime import eventloop
+from hookstream.runtime.context import ServiceContext
+from hookstream.runtime.metrics import DEAD_LETTERS
+from hookstream.runtime.runner import run_async_until_signalled
+from hookstream.runtime.writer import KafkaWriter, Record
 from hookstream.sender import metrics
 from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms

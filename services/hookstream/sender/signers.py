@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 
 from hookstream.core.records import Webhook
-from hookstream.core.secrets import Keyring, is_encrypted
 from hookstream.core.signing import Signer, signer
+from hookstream.endpoints.secrets import Keyring, is_encrypted
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from hookstream.core.codec import Codec, DecodeError, default_codec
 from hookstream.core.kafka import consumer_config, producer_config
 from hookstream.core.keys import generate_key
 from hookstream.core.records import Webhook
-from hookstream.core.secrets import Keyring, SecretError, load_keyring
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
+from hookstream.endpoints.secrets import Keyring, SecretError, load_keyring
 
 # Passes that re-apply concurrent changes before giving up (each one is a rare race).
 MAX_ROUNDS = 10

@@ -17,7 +17,7 @@ from hookstream.api.models import EventAccepted, EventPublish
 from hookstream.api.times import iso, normalize_iso, now_ms
 from hookstream.api.validation import check_event_type
 from hookstream.core.records import Event
-from hookstream.core.writer import Record
+from hookstream.runtime.writer import Record
 
 routes = web.RouteTableDef()
 

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 
@@ -56,9 +57,18 @@ def lag_reporter(group: str) -> Callable[[str], None]:
     return report
 
 
+def with_lag_metrics(config: dict[str, Any]) -> dict[str, Any]:
+    """Publish this group consumer's per-partition lag as `hookstream_consumer_lag`."""
+    return {**config, "statistics.interval.ms": 5000, "stats_cb": lag_reporter(config["group.id"])}
+
+
+def count_dead_letter(reason: str) -> None:
+    DEAD_LETTERS.labels(reason).inc()
+
+
 # Every module defining hookstream series, for the checks of deploy/ and docs against them.
 SERVICE_METRICS = (
-    "hookstream.core.metrics",
+    "hookstream.runtime.metrics",
     "hookstream.router.metrics",
     "hookstream.sender.metrics",
     "hookstream.logsink.metrics",

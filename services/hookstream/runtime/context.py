@@ -14,6 +14,7 @@ from hookstream.core.records import Principal, Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import ChangeHandler, CompactedView, principal_view, webhook_view
+from hookstream.runtime.metrics import count_dead_letter
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +31,7 @@ class ServiceContext:
     ) -> ServiceContext:
         codec = codec or default_codec()
         topics = Topics.from_settings(settings)
-        dead_letters = DeadLetterSink(settings, codec, topics.dlq, service_name)
+        dead_letters = DeadLetterSink(settings, codec, topics.dlq, service_name, count_dead_letter)
         return cls(settings, codec, topics, dead_letters)
 
     def webhook_view(

@@ -2,7 +2,7 @@
 
 Two runners, one per kind of service: `run_until_signalled` runs a thread-based service
 (router, log-sink) in the main thread, `run_async_until_signalled` an asyncio one (sender)
-on the event loop of `core/eventloop.py`. Both hand the service a `stop` and a `ready` event,
+on the event loop of `runtime/eventloop.py`. Both hand the service a `stop` and a `ready` event,
 serve /metrics, /healthz and /readyz (ready once the service says so), tune the collector
 once it is ready, and turn an error of the service into one CRITICAL line and exit status 70.
 The API runs on `serve_until_signalled`, the asyncio runner's core: it serves its own probes.
@@ -19,10 +19,10 @@ from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any
 
-from hookstream.core import eventloop
-from hookstream.core import logging as structured_logging
-from hookstream.core.ops import OpsServer
 from hookstream.core.settings import Settings
+from hookstream.runtime import eventloop
+from hookstream.runtime import logging as structured_logging
+from hookstream.runtime.ops import OpsServer
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 # ISO 8601 with microseconds and an offset is 32 characters; anything much longer is not a
 # timestamp, and refusing it early keeps a huge value out of the parser and the cache.
 MAX_INSTANT_TEXT = 64
-# The last millisecond of year 9999, the end of what a datetime can represent.
-MAX_UNIX_MS = 253_402_300_799_999
 
 
 class InvalidInstantError(ValueError):
