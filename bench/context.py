@@ -31,6 +31,11 @@ class Sizes:
     latency_rate: int
     latency_low_rate: int
     latency_seconds: float
+    # Light load (issue 19): events/s published with linger 1 ms, for so many seconds; then
+    # so many seconds of no traffic at all, for the idle cost.
+    light_rate: int
+    light_seconds: float
+    idle_seconds: float
     step_rates: tuple[int, ...]
     step_seconds: float
     step_grace: float
@@ -61,6 +66,9 @@ FULL = Sizes(
     latency_rate=1_000,
     latency_low_rate=200,
     latency_seconds=20.0,
+    light_rate=20,
+    light_seconds=30.0,
+    idle_seconds=20.0,
     step_rates=(100, 250, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000),
     step_seconds=10.0,
     step_grace=3.0,
@@ -86,6 +94,9 @@ QUICK = Sizes(
     latency_rate=1_000,
     latency_low_rate=200,
     latency_seconds=5.0,
+    light_rate=20,
+    light_seconds=10.0,
+    idle_seconds=10.0,
     step_rates=(250, 500, 1_000, 2_000, 4_000),
     step_seconds=5.0,
     step_grace=3.0,

@@ -151,6 +151,47 @@ def build_figures(stages: dict[str, Any]) -> list[Figure]:
                     note=parts,
                 )
             )
+    light = stages.get("light_latency")
+    if light:
+        rate = light["rate_target"]
+        p50, p99 = light["latency_p50_ms"], light["latency_p99_ms"]
+        figures.append(
+            Figure(
+                f"Light load: p50 latency at {rate}/s, Kafka ingest (linger 1 ms)",
+                p50,
+                "ms",
+                None,
+                "<= 10 ms",
+                p50 is not None and p50 <= 10,
+            )
+        )
+        figures.append(
+            Figure(
+                f"Light load: p99 latency at {rate}/s, Kafka ingest (linger 1 ms)",
+                p99,
+                "ms",
+                None,
+                "<= 25 ms",
+                p99 is not None and p99 <= 25,
+                f"max {light['latency_max_ms']} ms, {light['latency_samples']} samples",
+            )
+        )
+        idle = light["idle"]
+        cores = idle["cores_all_but_bench"]
+        parts = ", ".join(
+            f"{name} {value:.3f}" for name, value in idle["cores"].items() if value >= 0.0005
+        )
+        figures.append(
+            Figure(
+                "Idle: cores used by every process, broker included, with no traffic",
+                cores,
+                "cores",
+                None,
+                "<= 0.03",
+                cores <= 0.03,
+                parts,
+            )
+        )
     latency = stages.get("e2e_latency")
     if latency:
         sustained = steps["sustained_deliveries_per_second"] if steps else None

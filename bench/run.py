@@ -23,7 +23,7 @@ from bench.nginx import Nginx, ensure_installed
 from bench.report import build_figures, figures_json, table
 from hookstream.core.codec import default_codec
 
-STAGES = ("ceiling", "sender", "isolation", "router", "e2e", "scaleout")
+STAGES = ("ceiling", "sender", "isolation", "router", "light", "e2e", "scaleout")
 RESULTS = REPO / "bench" / "results"
 
 # What `make bench` runs differs from issue 7's sizes here, to stay within ~15 minutes.
@@ -165,6 +165,8 @@ def _plan(ctx: Context, selected: list[str]) -> list[tuple[str, Callable[[], Any
         for fanout in sorted(ctx.sizes.router_events):
             work = functools.partial(stage_router.run, ctx, fanout)
             plan.append((f"router_fanout_{fanout}", work))
+    if "light" in selected:
+        plan.append(("light_latency", lambda: stage_e2e.run_light(ctx)))
     if "e2e" in selected:
         plan.append(("e2e_latency", lambda: stage_e2e.run_latency(ctx)))
     if "e2e" in selected or "scaleout" in selected:

@@ -75,7 +75,9 @@ class Offered:
 
 
 class Pipeline:
-    def __init__(self, ctx: Context, name: str, urls: list[str], senders: int) -> None:
+    def __init__(
+        self, ctx: Context, name: str, urls: list[str], senders: int, linger_ms: int = 5
+    ) -> None:
         self.ctx = ctx
         self.stage = Stage.create(name, ctx.broker, ctx.codec, ctx.workdir)
         self.run_id = uuid.uuid4().hex[:6]
@@ -85,7 +87,8 @@ class Pipeline:
         ]
         setup = Publisher(self.stage)
         setup.webhooks(self.hooks)
-        self.publisher = Publisher(self.stage, linger_ms=5)  # hookstream's producer default
+        # 5 ms: hookstream's producer default; the light-load stage publishes with 1 ms.
+        self.publisher = Publisher(self.stage, linger_ms=linger_ms)
         self.bodies = workload.BodyMaker.of_size(ctx.sizes.body_size)
         self.offsets = Offsets(self.stage)
         self.next_index = 0
@@ -269,6 +272,45 @@ def run_latency(ctx: Context) -> dict[str, Any]:
         result["low_rate"] = low
         result["broker_warmup"] = pipeline.warmup
         result["peak_rss_mb"] = pipeline.rss_mb()
+        return result
+    finally:
+        if pipeline is not None:
+            pipeline.stop()
+        if receiver is not None:
+            receiver.stop()
+
+
+def run_light(ctx: Context) -> dict[str, Any]:
+    """Publish-to-receipt latency at light load (Kafka ingest), then the cost of idling.
+
+    Publishes `light_rate` events/s with linger 1 ms (a platform that wants its events out
+    at once), one webhook per event; then nothing at all for `idle_seconds`, and reports
+    the cores every process (broker included) used meanwhile.
+    """
+    sizes = ctx.sizes
+    port = _free_port()
+    urls = [f"http://127.0.0.1:{port}/hook/{i}" for i in range(sizes.e2e_webhooks)]
+    pipeline: Pipeline | None = None
+    receiver: ReceiverProcess | None = None
+    try:
+        pipeline = Pipeline(ctx, "light", urls, senders=1, linger_ms=1)
+        receiver = ReceiverProcess(port, pipeline.secrets, 1, ctx.workdir)
+        receiver.start()
+        pipeline.start()
+        result = _latency_phase(pipeline, receiver, sizes.light_rate, sizes.light_seconds)
+        before = pipeline.cpu()
+        started = time.monotonic()
+        time.sleep(sizes.idle_seconds)  # the measurement itself: a window with no traffic
+        after = pipeline.cpu()
+        elapsed = time.monotonic() - started
+        result["idle"] = {
+            "seconds": round(elapsed, 1),
+            "cores": {name: round((after[name] - before[name]) / elapsed, 4) for name in after},
+        }
+        result["idle"]["cores_all_but_bench"] = round(
+            sum(v for k, v in result["idle"]["cores"].items() if not k.startswith("bench")), 4
+        )
+        result["broker_warmup"] = pipeline.warmup
         return result
     finally:
         if pipeline is not None:
