@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -106,14 +106,7 @@ class Codec:
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Encode with the current schema; a record that does not fit raises ValueError."""
-        schema = self._schema(name)
-        out = BytesIO()
-        out.write(schema.header)
-        try:
-            schemaless_writer(out, schema.parsed, record)
-        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
-            raise ValueError(_encode_failure(schema, record, exc)) from exc
-        return out.getvalue()
+        return _encode(self._schema(name), record)
 
     def decode(self, name: str, data: bytes) -> dict[str, Any]:
         """Decode a `name` record written with any known version of its schema."""
@@ -126,6 +119,15 @@ class Codec:
     def write(self, record: TopicRecord) -> bytes:
         """The Avro single-object encoding of a typed record, with its current schema."""
         return self.encode(record.SCHEMA, record.to_record())
+
+    def writer(self, kind: type[TopicRecord]) -> Callable[[TopicRecord], bytes]:
+        """`write` for records of `kind` only, with the schema looked up once (hot paths)."""
+        schema = self._schema(kind.SCHEMA)
+
+        def write(record: TopicRecord) -> bytes:
+            return _encode(schema, record.to_record())
+
+        return write
 
     def read(self, kind: type[_R], data: bytes | None) -> _R:
         """Decode a value of `kind`'s topic into a `kind`.
@@ -175,6 +177,16 @@ class Codec:
             raise ValueError(f"historical schema for {schema.name} has no current version")
         # An unchanged historical copy shares the current fingerprint; keep the current entry.
         self._writers.setdefault(schema.header[len(MAGIC) :], schema)
+
+
+def _encode(schema: _Schema, record: Mapping[str, Any]) -> bytes:
+    out = BytesIO()
+    out.write(schema.header)
+    try:
+        schemaless_writer(out, schema.parsed, record)
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+        raise ValueError(_encode_failure(schema, record, exc)) from exc
+    return out.getvalue()
 
 
 def _read_schemas(paths: Iterable[Path]) -> list[dict[str, Any]]:

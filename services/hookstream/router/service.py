@@ -62,6 +62,7 @@ class Router:
         self.topics = self.context.topics
         self.index = SubscriptionIndex()
         self.shaper = BodyShaper(self.catalog, settings.api_version)
+        self._write_delivery = self.codec.writer(Delivery)
         self.dead_letters = self.context.dead_letters
         self.webhooks: CompactedView[Webhook] = self.context.webhook_view(self._webhook_changed)
         self.principals: CompactedView[Principal] = self.context.principal_view()
@@ -228,6 +229,7 @@ class Router:
         bodies = self.shaper.bodies(event, event_type)
         trigger = Trigger.TEST if event.type == TEST_EVENT_TYPE else Trigger.SCHEDULED
         created_at_ms = event.published_at_ms or int(time.time() * 1000)
+        write = self._write_delivery
         out: list[tuple[bytes, bytes]] = []
         for webhook in matched:
             allowed, permissions = self._owner_permissions(webhook)
@@ -248,7 +250,7 @@ class Router:
                 trigger,
                 created_at_ms,
             )
-            out.append((webhook.id.encode(), self.codec.write(delivery)))
+            out.append((webhook.id.encode(), write(delivery)))
         return out
 
     def _owner_permissions(self, webhook: Webhook) -> tuple[bool, frozenset[str] | None]:
