@@ -4,15 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv kafka kafka-stop topics postgres run demo lint test unit integration clean bench chaos
+.PHONY: help venv provision kafka kafka-stop topics postgres run demo lint test unit integration clean bench chaos
 
 help:
 	@echo "make run          venv + local Kafka + topics + every service (dev API key: dev-admin-key)"
 	@echo "make demo         run + two receivers, sample events, retries; prints the delivery log"
-	@echo "make test         lint (ruff, mypy) then the whole pytest suite"
+	@echo "make test         install what the tests need if missing, lint (ruff, mypy), the whole suite"
 	@echo "make kafka        start the local single-node Kafka broker (kafka-stop stops it)"
 	@echo "make topics       create hookstream's topics on the configured broker"
-	@echo "make postgres     start a local PostgreSQL (Debian packages) for the store tests"
+	@echo "make postgres     start a local PostgreSQL on 5432 (Debian packages), e.g. for make run"
 	@echo "make lint         ruff + mypy"
 	@echo "make chaos        kill -9 services and the broker under load; checks nothing is lost (~6 min)"
 	@echo "make bench        the benchmark (issue 7), ~8 min; BENCH_ARGS=--quick for ~2 min"
@@ -56,7 +56,13 @@ lint: venv
 	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
 
-test: lint
+# Java, Maven, Chromium and PostgreSQL's server binaries from Debian's packages when missing,
+# one line each; the test session starts its own broker and its own PostgreSQL from them.
+provision:
+	bash deploy/dev/provision.sh
+
+test: provision lint
+	@$(BIN)/python -c 'from hookstream.tools import localkafka; localkafka.check_java(); print("tests: Kafka jars in", localkafka.resolve())'
 	$(BIN)/pytest -q
 
 unit: venv
@@ -74,7 +80,7 @@ clean:
 bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# The chaos suite (issue 6) on a broker of its own; the store is PostgreSQL (make postgres).
-# e.g. make chaos CHAOS_ARGS="--events 5000 --kill-every 4"
-chaos: venv postgres
+# The chaos suite (issue 6) on a broker of its own; the store is PostgreSQL (a throwaway
+# cluster, as in make test). e.g. make chaos CHAOS_ARGS="--events 5000 --kill-every 4"
+chaos: venv provision
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)

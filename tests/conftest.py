@@ -12,6 +12,7 @@ import pytest
 from hookstream.core.settings import Settings
 from hookstream.tools import localkafka
 from hookstream.tools.topics import create_topics
+from tests import postgres
 from tests.helpers import (
     STORE_BACKENDS,
     fresh_store_url,
@@ -21,6 +22,13 @@ from tests.helpers import (
 )
 from tests.pipeline import Platform, Service
 from tests.receiver import TestReceiver
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Stop the throwaway PostgreSQL cluster, if a test started it, and say so."""
+    stopped = postgres.stop()
+    if stopped:
+        terminalreporter.write_line(f"tests: {stopped} served the store tests; stopped")
 
 
 @pytest.fixture(scope="session")

@@ -28,9 +28,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from hookstream.core.settings import Settings, load_settings
 from hookstream.store.engine import normalize_url
+from tests import postgres
 
-# The development database (deploy/dev/postgres.sh); its role may CREATEDB.
-DEFAULT_POSTGRES_URL = "postgresql://hookstream:hookstream@127.0.0.1:5432/hookstream"
+# Every store test runs on both; PostgreSQL is the session's throwaway cluster (tests/postgres.py).
 STORE_BACKENDS = ("sqlite", "postgresql")
 # One fixed key for every test's settings, so the API, senders and test code in separate
 # processes share it (development mode would otherwise fall back to a per-machine key file).
@@ -173,14 +173,18 @@ def sqlite_url(directory: Path, name: str = "store.db") -> str:
 @contextmanager
 def fresh_store_url(backend: str, directory: Path) -> Iterator[str]:
     """The URL of an empty store database: a SQLite file in `directory`, or a new PostgreSQL
-    database (dropped afterwards) on `HOOKSTREAM_TEST_POSTGRES_URL` or the development server.
+    database (dropped afterwards) on `HOOKSTREAM_TEST_POSTGRES_URL`, or else on the session's
+    throwaway cluster (`tests/postgres.py`).
     """
     if backend == "sqlite":
         yield sqlite_url(directory)
         return
     if backend != "postgresql":
         raise ValueError(f"unknown store backend {backend!r}: expected one of {STORE_BACKENDS}")
-    admin_url = os.environ.get("HOOKSTREAM_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    try:
+        admin_url = postgres.admin_url()
+    except postgres.PostgresUnavailableError as exc:
+        pytest.fail(f"PostgreSQL for the store tests: {exc}", pytrace=False)
     # CREATE/DROP DATABASE cannot run inside a transaction block.
     admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
     name = f"hs_{uuid.uuid4().hex}"
@@ -191,7 +195,7 @@ def fresh_store_url(backend: str, directory: Path) -> Iterator[str]:
         admin.dispose()
         pytest.fail(
             f"PostgreSQL is not reachable at {make_url(admin_url).render_as_string()}: "
-            f"run deploy/dev/postgres.sh (or set HOOKSTREAM_TEST_POSTGRES_URL). {exc}",
+            f"is HOOKSTREAM_TEST_POSTGRES_URL right? {exc}",
             pytrace=False,
         )
     try:
