@@ -19,7 +19,7 @@ KEEPALIVE_SECONDS = 75.0
 
 
 def run_api(settings: Settings) -> int:
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     if not settings.api_keys:
         log.warning("api: HOOKSTREAM_API_KEYS is empty; every /v1 request will be refused")
 

@@ -240,6 +240,13 @@ class Settings(BaseSettings):
         "payloads).",
     )
 
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="`json`: one JSON object per line; `text`: short lines for people "
+        "(time, level, logger, message, ids); `auto`: text when stderr is a terminal, "
+        "else JSON.",
+    )
+
     max_in_flight: int = Field(
         default=256, ge=1, description="Most HTTP requests one sender process has in flight."
     )

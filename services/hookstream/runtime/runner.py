@@ -67,9 +67,15 @@ def tune_collector_once_ready(ready: threading.Event) -> None:
     threading.Thread(target=when_ready, name="gc-tuning", daemon=True).start()
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stderr when it is not a terminal, readable text when it is."""
-    structured_logging.configure_logging(level)
+# HOOKSTREAM_LOG_FORMAT: JSON lines, text, or (auto) text only when stderr is a terminal.
+_JSON_LINES = {"json": True, "text": False, "auto": None}
+
+
+def configure_logging(settings: Settings) -> None:
+    """Logs on stderr at `log_level`, in `log_format`."""
+    structured_logging.configure_logging(
+        settings.log_level, json_lines=_JSON_LINES[settings.log_format]
+    )
 
 
 def start_ops(settings: Settings, ready: threading.Event) -> OpsServer:
@@ -86,7 +92,7 @@ def run_until_signalled(
     `stop` itself when one of its threads dies (a view, say), then raises what stopped it.
     Returns the exit status: 0, or `FAILED_EXIT` after the service's error is logged.
     """
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     stop = threading.Event()
     ready = threading.Event()
 
@@ -118,7 +124,7 @@ def run_async_until_signalled(
     (a consumer thread, a view) must wake the service at once: such a thread sets an
     `asyncio.Event` through `eventloop.threadsafe_set`, never a flag the loop polls.
     """
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     ready = threading.Event()
 
     async def main() -> None:
