@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,15 +123,17 @@ def header_pairs(message: Message) -> list[tuple[str, bytes | None]]:
 
 
 def consume_batch(
-    consumer: Consumer, max_messages: int, timeout: float, gather: float = 0.0
+    consumer: Consumer, max_messages: int, timeout: float, gather_until: float = 0.0
 ) -> list[Message]:
-    """Wait up to `timeout` for the first record, then up to `gather` seconds for more.
+    """Wait up to `timeout` for the first record, then take what else is there.
 
     `consume(n, timeout)` alone waits the whole timeout unless n records arrive, which puts
-    a floor under latency at low rates; this returns as soon as anything is there, or once
-    the first record is `gather` seconds old when asked to gather.
+    a floor under latency at low rates; this returns as soon as anything is there. Records
+    already fetched come along; with `gather_until` (a `time.monotonic()` instant) later
+    ones are awaited until then, or until the batch is full.
     """
     first = consumer.consume(num_messages=1, timeout=timeout)
     if not first or max_messages <= 1:
         return first
+    gather = max(0.0, gather_until - time.monotonic())
     return first + consumer.consume(num_messages=max_messages - 1, timeout=gather)

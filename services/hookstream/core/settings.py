@@ -189,11 +189,11 @@ class Settings(BaseSettings):
     router_batch_seconds: float = Field(
         default=0.05,
         ge=0,
-        description="How long the router gathers events after the first before routing them "
-        "in one transaction. Every commit costs the broker about the same whatever its size "
-        "(markers on each partition it wrote), so light traffic in many tiny transactions "
-        "costs it most; this keeps them to about 1/router_batch_seconds per second (unless "
-        "batches fill up) and adds up to as much latency when traffic is light.",
+        description="Shortest time between the starts of two routing transactions. An event "
+        "that finds the router idle is routed at once; under load, events gather until this "
+        "long after the previous transaction started. Every commit costs the broker about "
+        "the same whatever its size (markers on each partition it wrote), so this keeps "
+        "transactions to at most 1/router_batch_seconds per second (unless batches fill up).",
     )
 
     # Log-sink: batch bounds, endpoint health and retention (durations in seconds).
