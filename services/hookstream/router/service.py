@@ -276,6 +276,7 @@ class _Tally:
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     def publish(self) -> None:
+        metrics.ROUTING_TRANSACTIONS.inc()
         metrics.EVENTS_CONSUMED.inc(self.events)
         metrics.DELIVERIES_ROUTED.inc(self.routed)
         for reason, count in self.dead_letters.items():
