@@ -15,6 +15,7 @@ from hookstream import __version__
 from hookstream.client.commands import register as register_api_commands
 from hookstream.core.settings import Settings, SettingsError, load_settings
 from hookstream.tools import localkafka
+from hookstream.tools.banner import banner
 from hookstream.tools.supervisor import STOP_MARGIN, Child, SharedStderr, supervise
 
 
@@ -191,13 +192,8 @@ def _run_all(settings: Settings) -> int:
             own = {**env, "HOOKSTREAM_METRICS_PORT": str(ports[name])} if name in ports else env
             argv = [sys.executable, "-m", "hookstream", "run", name]
             children[name] = Child(name, argv, own, out, events)
-        listening = [f"api http://{settings.api_host}:{settings.api_port}"]
-        listening += [f"{name} metrics :{port}" for name, port in ports.items() if port]
-        listening.append("pids " + ", ".join(f"{c.name} {c.pid}" for c in children.values()))
-        print(
-            f"started {', '.join(children)} ({'; '.join(listening)}); Ctrl-C stops them",
-            flush=True,
-        )
+        pids = {child.name: child.pid for child in children.values()}
+        print(banner(settings, pids, ports), flush=True)
         return supervise(children, events, out, settings.shutdown_grace + STOP_MARGIN)
     finally:
         # Whatever went wrong in here, no child outlives `run all`.

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -87,10 +89,10 @@ class RunAll:
         """The children's pids, from the start line."""
 
         def started() -> str | None:
-            return next((line for line in self.stdout() if line.startswith("started ")), None)
+            return next((line for line in self.stdout() if line.startswith("  pids ")), None)
 
-        line = self._until(started, "the start line")
-        found = re.search(r"pids ([^;)]+)", line)
+        line = self._until(started, "the banner's pids")
+        found = re.search(r"pids +(.+)", line)
         assert found, line
         pids = {name: int(pid) for name, pid in re.findall(r"([\w-]+) (\d+)", found.group(1))}
         assert list(pids) == list(SERVICE_NAMES), line
@@ -236,6 +238,43 @@ def test_a_service_stopped_by_its_own_error_is_reported(
     _assert_gone(pids)
 
 
+def test_the_banner_says_where_everything_is_and_every_address_answers(
+    settings_factory: SettingsFactory, start_run_all: RunAllStarter
+) -> None:
+    # Metrics ports counted up from a fixed one, as `make run` does, so the banner names them.
+    settings = settings_factory(
+        api_port=localkafka.free_port(),
+        metrics_port=localkafka.free_port(),
+        api_keys={"dev-admin-key": "*", "a-real-secret-key": "acme"},
+    )
+    create_topics(settings)
+    run = start_run_all(settings)
+    pids = run.pids()
+    banner = dict(
+        re.match(r"  ([\w ]+?)  +(.*)$", line).groups()  # type: ignore[union-attr]
+        for line in run.stdout()
+        if line.startswith("  ")
+    )
+    assert set(banner) == {"api", "console", "metrics", "API keys", "pids"}, run.stdout()
+    assert "a-real-secret-key" not in "\n".join(run.stdout())
+    assert banner["API keys"].startswith("dev-admin-key (admin"), banner
+    run.wait_all_ready(settings)
+    urls = re.findall(r"http://[^ ,)]+", " ".join(banner.values()))
+    assert len(urls) == 7, banner  # api, its OpenAPI, console, four metrics listeners
+    for url in urls:
+        status, text = _get(url)
+        if url.endswith("/v1"):
+            assert status == 404, (url, text)  # nothing at the prefix itself
+        else:
+            assert status == 200, (url, text)
+        if url.endswith("/metrics"):
+            assert "hookstream_" in text, url
+    # The key the banner shows is one the api takes.
+    status, text = _get(f"{banner['api'].split()[0]}/webhooks")
+    assert status == 200, text
+    assert set(pids) == set(SERVICE_NAMES)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_every_child_cleanly(
     run_settings: Settings, start_run_all: RunAllStarter, signum: signal.Signals
@@ -276,6 +315,16 @@ def test_log_sink_alone_exits_70_on_an_unreachable_store(
     assert len(critical) == 1, done.stderr
     assert str(critical[0]["message"]).startswith("log-sink: stopping: OperationalError: ")
     assert "Traceback" in str(critical[0]["exc_info"])
+
+
+def _get(url: str) -> tuple[int, str]:
+    """GET `url` with the development key, following redirects: status and body."""
+    request = urllib.request.Request(url, headers={"Authorization": "Bearer dev-admin-key"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
 
 
 def _record(line: str) -> dict[str, object] | None:
