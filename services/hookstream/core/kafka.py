@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import operator
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from hookstream.core.settings import Settings
+
+# Where every client's own log lines go (confluent-kafka's `logger`), so that they come out
+# in the service's log format. librdkafka hands them over when the client is polled: each
+# client must be polled (or consumed from) at least every second or so, also while idle.
+KAFKA_LOG = logging.getLogger("librdkafka")
 
 
 def _merge(
@@ -20,7 +26,12 @@ def _merge(
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    # Its lines are served by admin.poll(): a caller that keeps one polls it after each call.
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "logger": KAFKA_LOG,
+    }
+    return AdminClient(config)
 
 
 def producer_config(
@@ -31,6 +42,7 @@ def producer_config(
         "linger.ms": 5,
         "compression.type": "lz4",
         "message.max.bytes": 4 * 1024 * 1024,
+        "logger": KAFKA_LOG,
     }
     forced: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -60,6 +72,7 @@ def consumer_config(
     defaults: dict[str, Any] = {
         "auto.offset.reset": "earliest",
         "client.id": _client_id(settings),
+        "logger": KAFKA_LOG,
     }
     if balance_per_topic:
         defaults |= {"group.protocol": "consumer", "group.remote.assignor": "range"}
@@ -76,6 +89,30 @@ def consumer_config(
         "isolation.level": "read_committed",
     }
     return _merge(defaults, extra, forced)
+
+
+# Longest a client waits in one blocking call before it is polled for its log lines.
+LOG_SERVING_STEP = 1.0
+
+
+def topic_metadata(consumer: Consumer, topic: str, timeout: float) -> ClusterMetadata:
+    """`consumer.list_topics(topic)` within `timeout`, asked a second at a time.
+
+    The consumer (not yet assigned anything, so it consumes nothing) is polled in between,
+    which hands over its log lines: a broker that cannot be reached shows in the log at
+    once, not when the whole wait is over.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        step = min(LOG_SERVING_STEP, max(0.01, deadline - time.monotonic()))
+        try:
+            metadata: ClusterMetadata = consumer.list_topics(topic, timeout=step)
+            return metadata
+        except KafkaException:
+            if time.monotonic() >= deadline:
+                raise
+        finally:
+            consumer.poll(0)
 
 
 def _client_id(settings: Settings) -> str:

@@ -35,7 +35,7 @@ from hookstream.core.deadletter import (
     RejectedRecord,
     refuse,
 )
-from hookstream.core.kafka import admin_client, consumer_config, header_pairs
+from hookstream.core.kafka import admin_client, consumer_config, header_pairs, topic_metadata
 from hookstream.core.records import Principal, Webhook
 from hookstream.core.settings import Settings
 
@@ -156,6 +156,8 @@ class CompactedView(Generic[T]):
             except KafkaException as exc:
                 log.warning("view of %s: reading end offsets: %s", self._topic, exc)
                 return False
+            finally:
+                self._end_offsets.poll(0)  # hands its log lines over (see core.kafka)
         with self._applied:
             while any(self._next_offsets.get(p, 0) < high for p, high in targets.items()):
                 remaining = deadline - time.monotonic()
@@ -215,7 +217,7 @@ class CompactedView(Generic[T]):
         )
         consumer = Consumer(config)
         try:
-            metadata = consumer.list_topics(self._topic, timeout=30)
+            metadata = topic_metadata(consumer, self._topic, timeout=30)
             topic_meta = metadata.topics.get(self._topic)
             if topic_meta is None or topic_meta.error is not None:
                 raise ViewNotReadyError(f"topic {self._topic} does not exist")

@@ -74,6 +74,7 @@ class LogSink:
                     self._write(store, consumer, batch)
                 if self._owns_upkeep:
                     upkeep.run_if_due()
+                self.producer.poll(0)  # hands over its log lines (see core.kafka)
             self.webhooks.check()
         finally:
             consumer.close()

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from hookstream.core.codec import Codec
 from hookstream.core.deadletter import PROCESS_ERRORS, refuse
 from hookstream.core.kafka import (
+    LOG_SERVING_STEP,
     Headers,
     consume_batch,
     consumer_config,
@@ -114,7 +115,7 @@ class Router:
                 extra={"transaction.timeout.ms": 15000},
             )
         )
-        producer.init_transactions(30)
+        _init_transactions(producer, 30)
         consumer = Consumer(
             with_lag_metrics(
                 consumer_config(self.settings, ROUTER_GROUP, {"enable.auto.commit": False})
@@ -141,6 +142,7 @@ class Router:
                 if batch:
                     last_start = time.monotonic()
                     self._route_batch(batch, producer, consumer)
+                producer.poll(0)  # hands over its log lines (see core.kafka), busy or idle
         finally:
             consumer.close()
             producer.flush(10)
@@ -281,6 +283,23 @@ class _Tally:
         metrics.DELIVERIES_ROUTED.inc(self.routed)
         for reason, count in self.dead_letters.items():
             DEAD_LETTERS.labels(reason).inc(count)
+
+
+def _init_transactions(producer: Producer, timeout: float) -> None:
+    """`init_transactions` within `timeout`, a second at a time with the producer polled in
+    between, so that a broker that cannot be reached shows in the log while the router waits.
+    A call that timed out may be made again: it carries on where the last one stopped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        step = min(LOG_SERVING_STEP, max(0.01, deadline - time.monotonic()))
+        try:
+            producer.init_transactions(step)
+            return
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() >= deadline:
+                raise
+        finally:
+            producer.poll(0)
 
 
 def _commit(producer: Producer) -> None:

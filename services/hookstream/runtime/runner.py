@@ -22,6 +22,7 @@ from typing import Any
 from hookstream.core.settings import Settings
 from hookstream.runtime import eventloop
 from hookstream.runtime import logging as structured_logging
+from hookstream.runtime.kafkalog import route_kafka_log
 from hookstream.runtime.ops import OpsServer
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def configure_logging(settings: Settings) -> None:
     structured_logging.configure_logging(
         settings.log_level, json_lines=_JSON_LINES[settings.log_format]
     )
+    route_kafka_log(logging.getLogger().level)
 
 
 def start_ops(settings: Settings, ready: threading.Event) -> OpsServer:
