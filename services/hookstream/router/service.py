@@ -15,7 +15,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from hookstream.core.codec import Codec
 from hookstream.core.deadletter import PROCESS_ERRORS, refuse
@@ -48,6 +55,12 @@ from hookstream.runtime.metrics import DEAD_LETTERS, with_lag_metrics
 from hookstream.runtime.runner import run_until_signalled
 
 log = logging.getLogger(__name__)
+
+# Seconds a router transaction may stay open before the broker aborts it: also the longest
+# the router waits for its offsets to join one (see _send_offsets).
+TRANSACTION_TIMEOUT = 15.0
+# How much longer than librdkafka's own timeout that wait is given before it is abandoned.
+OFFSETS_MARGIN = 5.0
 
 
 class Router:
@@ -112,7 +125,7 @@ class Router:
                 self.settings,
                 transactional_id=f"{self.settings.consumer_group_prefix}{ROUTER_GROUP}-"
                 f"{self.settings.instance_id}",
-                extra={"transaction.timeout.ms": 15000},
+                extra={"transaction.timeout.ms": int(TRANSACTION_TIMEOUT * 1000)},
             )
         )
         _init_transactions(producer, 30)
@@ -162,9 +175,7 @@ class Router:
             # Sent last, not alongside the routing: while a transaction holds offsets, every
             # read of the group's committed offsets (a partition's next owner, lag monitoring)
             # waits for that transaction to end.
-            producer.send_offsets_to_transaction(
-                next_offsets(batch), consumer.consumer_group_metadata(), 30
-            )
+            _send_offsets(producer, consumer, batch)
             _commit(producer)
             tally.publish()  # only committed work counts: an aborted batch is routed again
         except KafkaException as exc:
@@ -283,6 +294,38 @@ class _Tally:
         metrics.DELIVERIES_ROUTED.inc(self.routed)
         for reason, count in self.dead_letters.items():
             DEAD_LETTERS.labels(reason).inc(count)
+
+
+def _send_offsets(producer: Producer, consumer: Consumer, batch: Sequence[Message]) -> None:
+    """Hand the batch's offsets to the open transaction, within the transaction timeout.
+
+    librdkafka's own timeout does not hold here: when the group coordinator went away (a
+    broker restart) the call can wait until some broker changes state again, which may be
+    never (librdkafka issues 5456 and 5511). A router stuck there holds its partitions, and
+    its group's next rebalance, for good. So the call runs on a thread of its own and is
+    given up on a little after the transaction timeout, by when the broker has aborted the
+    transaction anyway: the router starts over with new clients, whose producer fences this
+    one. A daemon thread, so that a call that never returns cannot hold the process at exit;
+    the abandoned producer is never used again.
+    """
+    offsets = next_offsets(batch)
+    group = consumer.consumer_group_metadata()
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            producer.send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)
+        except BaseException as exc:  # handed to the router's thread below
+            failure.append(exc)
+
+    sender = threading.Thread(target=send, name="router-offsets", daemon=True)
+    sender.start()
+    sender.join(TRANSACTION_TIMEOUT + OFFSETS_MARGIN)
+    if sender.is_alive():
+        reason = f"offsets not added to the transaction within {TRANSACTION_TIMEOUT:.0f} s"
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, reason))
+    if failure:
+        raise failure[0]
 
 
 def _init_transactions(producer: Producer, timeout: float) -> None:
