@@ -44,7 +44,7 @@ from hookstream.core.records import (
     Webhook,
 )
 from hookstream.core.settings import Settings
-from hookstream.core.view import CompactedView
+from hookstream.core.view import CompactedView, sync_views
 from hookstream.events.catalog import Catalog, default_catalog
 from hookstream.events.envelope import delivery_id
 from hookstream.router import metrics
@@ -191,12 +191,13 @@ class Router:
 
         A webhook created a moment before an event was published must get that event, even
         though the view's own thread may not have read the webhook yet. One end-offset query
-        per view and batch; comparing timestamps instead would trust the publishers' clocks.
+        for both views per batch; comparing timestamps instead would trust the publishers'
+        clocks.
         """
-        for view in (self.webhooks, self.principals):
-            view.check()
-            if not view.sync():
-                log.warning("router: could not bring the view of %s up to date", view.topic)
+        self.webhooks.check()
+        self.principals.check()
+        if not sync_views([self.webhooks, self.principals]):
+            log.warning("router: could not bring the views up to date")
 
     def _route(self, message: Message, producer: Producer, tally: _Tally) -> None:
         """Route one record: the per-record boundary of the router.
