@@ -176,6 +176,23 @@ def build_figures(stages: dict[str, Any]) -> list[Figure]:
                 f"max {light['latency_max_ms']} ms, {light['latency_samples']} samples",
             )
         )
+        http = light.get("http")
+        if http:
+            for name, value, bound in (
+                ("p50", http["latency_p50_ms"], 10),
+                ("p99", http["latency_p99_ms"], 25),
+            ):
+                figures.append(
+                    Figure(
+                        f"Light load: {name} latency at {rate}/s, POST /v1/events "
+                        "(from the request's start)",
+                        value,
+                        "ms",
+                        None,
+                        f"<= {bound} ms",
+                        value is not None and value <= bound,
+                    )
+                )
         idle = light["idle"]
         cores = idle["cores_all_but_bench"]
         parts = ", ".join(

@@ -15,12 +15,16 @@ events produced by this process at a paced rate, each routed to exactly one webh
 
 from __future__ import annotations
 
+import http.client
 import os
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from confluent_kafka.admin import AdminClient
 
 from bench import workload
@@ -42,6 +46,8 @@ SUSTAINED_FRACTION = 0.95
 # pipeline's own latency causes at the start of every step.
 PROBE_AT = 0.25
 WARMUP_EVENTS = 300
+# The admin key of a pipeline's api (HTTP ingest), which only this bench's process knows.
+API_KEY = f"bench-{uuid.uuid4().hex}"
 # The broker counts as warm once its JIT compiler threads use less than this share of a core
 # over a warm-up round at this rate.
 WARM_JIT_SHARE = 0.05
@@ -76,10 +82,18 @@ class Offered:
 
 class Pipeline:
     def __init__(
-        self, ctx: Context, name: str, urls: list[str], senders: int, linger_ms: int = 5
+        self,
+        ctx: Context,
+        name: str,
+        urls: list[str],
+        senders: int,
+        linger_ms: int = 5,
+        api_port: int | None = None,
     ) -> None:
         self.ctx = ctx
-        self.stage = Stage.create(name, ctx.broker, ctx.codec, ctx.workdir)
+        # With an api too (HTTP ingest), which takes the bench's own admin key.
+        api = {"api_port": api_port, "api_keys": f"{API_KEY}:*"} if api_port else {}
+        self.stage = Stage.create(name, ctx.broker, ctx.codec, ctx.workdir, **api)
         self.run_id = uuid.uuid4().hex[:6]
         self.hooks = [
             workload.webhook(i, f"tnt_{i:05d}", url, (workload.EVENT_TYPE,), self.run_id)
@@ -95,6 +109,8 @@ class Pipeline:
         self.offered_total = 0
         self.services: dict[str, Service] = {"log-sink": ctx.start(self.stage, "log-sink")}
         self.services["router"] = ctx.start(self.stage, "router")
+        if api_port:
+            self.services["api"] = ctx.start(self.stage, "api")
         for n in range(senders):
             self.services[f"sender-{n + 1}"] = ctx.start(self.stage, "sender", f"-{n + 1}")
         self.senders = senders
@@ -209,6 +225,44 @@ class Pipeline:
         self.offered_total += total
         return Offered(total, started, ended, probe or end, end)
 
+    def offer_http(self, port: int, rate: float, seconds: float) -> Offered:
+        """`offer`, through `POST /v1/events` on one keep-alive connection: each event's
+        `t_us` is taken as its request starts, so latency counts the api's part too."""
+        first = self.next_index
+        total = int(rate * seconds)
+        self.next_index += total
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        sent = 0
+        started = time.monotonic()
+        try:
+            while sent < total:
+                due = min(total, int(rate * (time.monotonic() - started)) + 1)
+                while sent < due:
+                    index = first + sent
+                    hook = self.hooks[index % len(self.hooks)]
+                    evt = workload.event_id(self.run_id, index)
+                    t_us = time.time_ns() // 1000
+                    body = {
+                        "id": evt,
+                        "type": workload.EVENT_TYPE,
+                        "tenant_id": hook.tenant_id,
+                        "data": self.bodies.data(index, evt, t_us),
+                    }
+                    connection.request("POST", "/v1/events", orjson.dumps(body), headers)
+                    answer = connection.getresponse()
+                    reply = answer.read()
+                    if answer.status != 202:
+                        raise RuntimeError(f"POST /v1/events answered {answer.status}: {reply!r}")
+                    sent += 1
+                time.sleep(0.002)
+        finally:
+            connection.close()
+        ended = time.monotonic()
+        end = (ended, self.delivered())
+        self.offered_total += total
+        return Offered(total, started, ended, end, end)
+
     def sender_assignment(self) -> list[dict[str, int]]:
         """Partitions per topic (prefix dropped) held by each sender, once the group settled."""
         prefix = self.stage.settings.topic_prefix
@@ -267,8 +321,19 @@ def run_latency(ctx: Context) -> dict[str, Any]:
         receiver = ReceiverProcess(port, pipeline.secrets, sizes.verify_every, ctx.workdir)
         receiver.start()
         pipeline.start()
-        low = _latency_phase(pipeline, receiver, sizes.latency_low_rate, sizes.latency_seconds)
-        result = _latency_phase(pipeline, receiver, sizes.latency_rate, sizes.latency_seconds)
+        ready = pipeline
+        low = _latency_phase(
+            pipeline,
+            receiver,
+            sizes.latency_low_rate,
+            lambda: ready.offer(sizes.latency_low_rate, sizes.latency_seconds, timestamped=True),
+        )
+        result = _latency_phase(
+            pipeline,
+            receiver,
+            sizes.latency_rate,
+            lambda: ready.offer(sizes.latency_rate, sizes.latency_seconds, timestamped=True),
+        )
         result["low_rate"] = low
         result["broker_warmup"] = pipeline.warmup
         result["peak_rss_mb"] = pipeline.rss_mb()
@@ -289,15 +354,31 @@ def run_light(ctx: Context) -> dict[str, Any]:
     """
     sizes = ctx.sizes
     port = _free_port()
+    api_port = _free_port()
     urls = [f"http://127.0.0.1:{port}/hook/{i}" for i in range(sizes.e2e_webhooks)]
     pipeline: Pipeline | None = None
     receiver: ReceiverProcess | None = None
     try:
-        pipeline = Pipeline(ctx, "light", urls, senders=1, linger_ms=1)
+        pipeline = Pipeline(ctx, "light", urls, senders=1, linger_ms=1, api_port=api_port)
         receiver = ReceiverProcess(port, pipeline.secrets, 1, ctx.workdir)
         receiver.start()
         pipeline.start()
-        result = _latency_phase(pipeline, receiver, sizes.light_rate, sizes.light_seconds)
+        wait_until(
+            lambda: _api_ready(api_port), 60, "the api to answer", pipeline.services.values()
+        )
+        kafka = pipeline
+        result = _latency_phase(
+            pipeline,
+            receiver,
+            sizes.light_rate,
+            lambda: kafka.offer(sizes.light_rate, sizes.light_seconds, timestamped=True),
+        )
+        result["http"] = _latency_phase(
+            pipeline,
+            receiver,
+            sizes.light_rate,
+            lambda: kafka.offer_http(api_port, sizes.light_rate, sizes.light_seconds),
+        )
         before = pipeline.cpu()
         started = time.monotonic()
         time.sleep(sizes.idle_seconds)  # the measurement itself: a window with no traffic
@@ -319,13 +400,21 @@ def run_light(ctx: Context) -> dict[str, Any]:
             receiver.stop()
 
 
+def _api_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
 def _latency_phase(
-    pipeline: Pipeline, receiver: ReceiverProcess, rate: int, seconds: float
+    pipeline: Pipeline, receiver: ReceiverProcess, rate: int, offer: Callable[[], Offered]
 ) -> dict[str, Any]:
     receiver.reset()
     load_before = load_average()
     cpu_before = pipeline.cpu()
-    offered = pipeline.offer(rate, seconds, timestamped=True)
+    offered = offer()
     received_all = receiver_wait(receiver, offered.produced, 120.0)
     cpu_after = pipeline.cpu()
     stats = receiver.stats()
