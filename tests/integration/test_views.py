@@ -10,13 +10,17 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka import IsolationLevel, Message, Producer, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hookstream.core.kafka import admin_client, producer_config
 from hookstream.core.records import Principal, Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView, principal_view, sync_views, webhook_view
+from tests.helpers import wait_for
 from tests.pipeline import CODEC, Platform, make_webhook
 
 pytestmark = pytest.mark.integration
@@ -74,3 +78,53 @@ def test_a_sync_of_a_stopped_view_says_it_could_not(views: Views) -> None:
     principals.stop()
     assert not sync_views([webhooks, principals], timeout=2)
     assert sync_views([webhooks])
+
+
+@pytest.mark.parametrize("ending", ["commit", "abort"])
+def test_a_sync_reaches_the_end_of_a_topic_written_in_transactions(
+    pipeline_settings: Settings, views: Views, ending: str
+) -> None:
+    # A platform may publish principals transactionally: each transaction leaves a marker
+    # after its records, which a read_committed end offset counts and a consumer never sees.
+    webhooks, principals = views
+    topics = Topics.from_settings(pipeline_settings)
+    producer = Producer(
+        producer_config(pipeline_settings, transactional_id=f"platform-{uuid.uuid4().hex}")
+    )
+    producer.init_transactions(30)
+    principal_id = f"p-{uuid.uuid4().hex[:8]}"
+    producer.begin_transaction()
+    record = Principal(principal_id, "acme", frozenset({"invoice.paid"})).to_record()
+    written: list[Message] = []
+    producer.produce(
+        topics.principals,
+        key=principal_id.encode(),
+        value=CODEC.encode("Principal", record),
+        on_delivery=lambda _error, message: written.append(message),
+    )
+    producer.flush(30)
+    if ending == "commit":
+        producer.commit_transaction(30)
+    else:
+        producer.abort_transaction(30)
+    # The marker lands a moment after the transaction ends: until then the end offset
+    # stops before the record. Once it counts the marker, a sync must reach it.
+    (message,) = written
+    partition, offset = message.partition() or 0, message.offset() or 0
+    wait_for(
+        lambda: _committed_end(pipeline_settings, topics.principals, partition) >= offset + 2,
+        timeout=30,
+        what="the transaction marker",
+    )
+    assert sync_views([webhooks, principals], timeout=10)
+    assert (principals.get(principal_id) is not None) == (ending == "commit")
+
+
+def _committed_end(settings: Settings, topic: str, partition: int) -> int:
+    """The partition's end offset as a read_committed reader sees it (markers included)."""
+    admin = admin_client(settings)
+    answers = admin.list_offsets(
+        {TopicPartition(topic, partition): OffsetSpec.latest()},
+        isolation_level=IsolationLevel.READ_COMMITTED,
+    )
+    return int(next(iter(answers.values())).result().offset)

@@ -210,6 +210,7 @@ class CompactedView(Generic[T]):
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
+                            self._reached_end(message)
                             at_end.add(message.partition() or 0)
                             if len(at_end) == len(partitions):
                                 self._ready.set()
@@ -238,6 +239,21 @@ class CompactedView(Generic[T]):
                 else:
                     refuse(self._topic, message, header_pairs(message), exc)  # logged only
             self._next_offsets[message.partition() or 0] = (message.offset() or 0) + 1
+            self._applied.notify_all()
+
+    def _reached_end(self, message: Message) -> None:
+        """The consumer is at the end of a partition: everything below is applied.
+
+        The end can lie past the last record applied: transaction markers (a platform that
+        publishes transactionally) and aborted records take offsets no consumer is given.
+        The end-of-partition event carries the position, so a sync waiting for the end
+        offset a read_committed reader sees is not left waiting for records that never come.
+        """
+        partition, offset = message.partition() or 0, message.offset()
+        if offset is None or offset <= self._next_offsets.get(partition, 0):
+            return
+        with self._applied:
+            self._next_offsets[partition] = offset
             self._applied.notify_all()
 
     def _apply_change(self, message: Message) -> None:
