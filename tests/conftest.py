@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +105,10 @@ def platform(pipeline_settings: Settings) -> Platform:
 def services(pipeline_settings: Settings, tmp_path: Path) -> Iterator[ServiceStarter]:
     started: list[Service] = []
 
-    def start(name: str, settings: Settings | None = None, **env: str) -> Service:
-        service = Service(settings or pipeline_settings, name, tmp_path, **env)
+    def start(
+        name: str, settings: Settings | None = None, *, unset: Sequence[str] = (), **env: str
+    ) -> Service:
+        service = Service(settings or pipeline_settings, name, tmp_path, unset=unset, **env)
         started.append(service)
         return service
 

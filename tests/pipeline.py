@@ -215,12 +215,24 @@ class TopicTail:
 class Service:
     """One `hookstream run <name>` process, as an operator would start it."""
 
-    def __init__(self, settings: Settings, name: str, log_dir: Path, **env: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        log_dir: Path,
+        *,
+        unset: Sequence[str] = (),
+        **env: str,
+    ) -> None:
+        """`env` adds to the settings' variables; `unset` names variables left at their
+        defaults (the service computes them itself)."""
         self.name = name
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self._ops_port: int | None = None
         environment = settings_env(settings)
         environment.update(env)
+        for variable in unset:
+            environment.pop(variable, None)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hookstream", "run", name],

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from hookstream.core.kafka import admin_client, consumer_config
 from hookstream.core.records import Webhook
@@ -200,12 +200,27 @@ def high_watermarks(settings: Settings, topic: str) -> int:
     return sum(partition_ends(settings, topic))
 
 
+COORDINATOR_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+
+
 def router_members(settings: Settings) -> list[int]:
     """How many partitions each member of the router group owns, sorted."""
     group = f"{settings.consumer_group_prefix}router"
     admin = admin_client(settings)  # kept referenced until the future completes
     [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
-    description = future.result()
+    try:
+        description = future.result()
+    except KafkaException as exc:
+        # A group coordinator still being found or loaded knows no members yet.
+        if exc.args[0].code() in COORDINATOR_NOT_READY:
+            return []
+        raise
     return sorted(len(member.assignment.topic_partitions) for member in description.members)
 
 
@@ -826,3 +841,27 @@ def test_two_routers_in_one_group_route_everything_exactly_once(
     publish(1000)
     assert_routed_exactly_once(pipeline_settings, webhooks, ids_by_tenant)
     assert second.alive()
+
+
+def test_two_routers_on_one_host_without_an_instance_id_do_not_fence_each_other(
+    platform: Platform, pipeline_settings: Settings, services: ServiceStarter
+) -> None:
+    # Neither is given HOOKSTREAM_INSTANCE_ID: with the host name alone as the default, both
+    # took the same transactional id and fenced each other in turn.
+    webhooks = four_webhooks(platform)
+    ids_by_tenant: dict[str, list[str]] = {A: [], B: []}
+    events = [(A if i % 2 else B, MIXED_TYPES[i % len(MIXED_TYPES)]) for i in range(600)]
+    first = services("router", unset=["HOOKSTREAM_INSTANCE_ID"])
+    second = services("router", unset=["HOOKSTREAM_INSTANCE_ID"])
+    wait_for(
+        lambda: router_members(pipeline_settings) == [1, 1],
+        timeout=60,
+        interval=0.2,
+        what="both routers to own one events partition each",
+    )
+    for event_id, (tenant, _kind) in zip(publish_many(platform, events), events, strict=True):
+        ids_by_tenant[tenant].append(event_id)
+    assert_routed_exactly_once(pipeline_settings, webhooks, ids_by_tenant)
+    for router in (first, second):
+        assert router.alive(), router.log()[-4000:]
+        assert "starting over" not in router.log(), router.log()[-4000:]

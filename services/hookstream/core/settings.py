@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -42,6 +43,11 @@ def _split_list(value: Any) -> Any:
             return json.loads(text)
         return [item.strip() for item in text.split(",") if item.strip()]
     return value
+
+
+def default_instance_id() -> str:
+    """`<host name>-<pid>`: unique per process on every host."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Settings(BaseSettings):
@@ -175,13 +181,17 @@ class Settings(BaseSettings):
         "`~/.cache/hookstream/dev-encryption-key`).",
     )
 
-    # Stable per process across restarts (the router's transactional id is built from it), so a
-    # restarted router fences and aborts its predecessor's open transaction at once.
+    # The router's transactional id is built from it. Configured, it should be stable per
+    # replica across restarts, so that a restarted router fences and aborts its predecessor's
+    # open transaction at once. Unset, it must still be unique per process: two routers on
+    # one host with the same id would fence each other in turn, for ever.
     instance_id: str = Field(
-        default_factory=socket.gethostname,
+        default_factory=default_instance_id,
         min_length=1,
-        description="This process's stable identity (default: the host name); the router's "
-        "transactional id is built from it, so keep it stable across restarts.",
+        description="This process's identity (default: `<host name>-<pid>`, unique per "
+        "process); the router's transactional id is built from it. Set a stable one per "
+        "replica (e.g. the pod name) so that a restarted router aborts its predecessor's "
+        "open transaction at once instead of after the transaction timeout.",
     )
     router_batch_size: int = Field(
         default=5000, ge=1, description="Most events the router routes in one Kafka transaction."

@@ -6,14 +6,13 @@ committed file and the class disagree, so the reference never drifts from the co
 
 from __future__ import annotations
 
-import socket
 from typing import Any, Literal, get_args, get_origin
 
 import annotated_types
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
-from hookstream.core.settings import Settings
+from hookstream.core.settings import Settings, default_instance_id
 
 ENV_PREFIX = "HOOKSTREAM_"
 REGENERATE = "hookstream config --reference > docs/configuration.md"
@@ -73,8 +72,8 @@ def type_text(field: FieldInfo) -> str:
 
 
 def default_text(field: FieldInfo) -> str:
-    if field.default_factory is socket.gethostname:
-        return "the host name"
+    if field.default_factory is default_instance_id:
+        return "`<host name>-<pid>`"
     value: Any = field.get_default(call_default_factory=True)
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
