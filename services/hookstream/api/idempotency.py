@@ -193,8 +193,11 @@ def _answer(api: Api, keyed: KeyedRequest, response: web.StreamResponse) -> Stor
             "api: %s %s answered bytes that are not UTF-8; not kept", keyed.method, keyed.path
         )
         return None
+    # str(): multidict's case-insensitive names are a str subclass JSON encoders refuse.
     headers = {
-        name: value for name, value in response.headers.items() if name.lower() not in _NOT_KEPT
+        str(name): value
+        for name, value in response.headers.items()
+        if name.lower() not in _NOT_KEPT
     }
     # Sealed: a create's or a rotation's answer holds a signing secret in full.
     return StoredAnswer(response.status, headers, api.keyring.encrypt(_context(keyed), text))
