@@ -121,7 +121,9 @@ async def _keyed(request: web.Request, key: str) -> KeyedRequest:
         scope=ADMIN_SCOPE if who.tenant_id is None else who.tenant_id,
         key=key,
         principal=who.key_id,
-        fingerprint=request_fingerprint(request.method, path, request.query_string, body),
+        fingerprint=request_fingerprint(
+            request.method, path, request.rel_url.raw_query_string, body
+        ),
         method=request.method,
         path=path,
     )
