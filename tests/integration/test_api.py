@@ -29,6 +29,8 @@ from tests.receiver import Behaviour, Received, received
 pytestmark = pytest.mark.integration
 
 KEY_A = "key-tenant-a-0123456789"
+# A second key of tenant A: Idempotency-Keys belong to the API key that first used them.
+KEY_A2 = "key-tenant-a-second-0123456789"
 KEY_B = "key-tenant-b-0123456789"
 ADMIN = "key-admin-0123456789"
 TENANT_A = "tenant_a"
@@ -145,7 +147,10 @@ def settle() -> None:
 
 def _settings(bootstrap: str, store_url: str, **overrides: Any) -> Settings:
     return api_settings(
-        bootstrap, store_url, {KEY_A: TENANT_A, KEY_B: TENANT_B, ADMIN: "*"}, **overrides
+        bootstrap,
+        store_url,
+        {KEY_A: TENANT_A, KEY_A2: TENANT_A, KEY_B: TENANT_B, ADMIN: "*"},
+        **overrides,
     )
 
 
@@ -256,6 +261,10 @@ def test_openapi_documents_exactly_the_routes(stack: Stack, api: Client) -> None
             assert op["responses"], f"{method} {path} documents no response"
             if path.startswith("/v1/"):
                 assert "401" in op["responses"], f"{method} {path} omits 401"
+            headers = [p["name"] for p in op["parameters"] if p["in"] == "header"]
+            # Every POST of the API, and only those, takes an Idempotency-Key.
+            expected = ["Idempotency-Key"] if method == "post" and path.startswith("/v1/") else []
+            assert headers == expected, (method, path)
 
 
 # -- error codes --------------------------------------------------------------------------
@@ -383,6 +392,13 @@ def test_503_while_kafka_is_unreachable(
         assert reply.error["details"]["kafka"] != "ok"
         reply = client.post("/v1/webhooks", {"name": "n", "url": PUBLIC_URL, "events": ["*"]})
         assert reply.status == 503 and reply.error["code"] == "unavailable"
+        # A 5xx answer is not kept for its Idempotency-Key: the same key may be retried.
+        keyed = {"Idempotency-Key": uuid.uuid4().hex}
+        for _ in range(2):
+            reply = client.post(
+                "/v1/webhooks", {"name": "n", "url": PUBLIC_URL, "events": ["*"]}, headers=keyed
+            )
+            assert reply.status == 503 and "idempotent-replayed" not in reply.headers
     finally:
         # Killed: a graceful stop waits out the views' join timeout on a dead broker.
         service.close()
@@ -786,3 +802,147 @@ def test_principals_decide_what_owned_webhooks_receive(stack: Stack, api: Client
     assert request.headers["webhook-id"] != unseen
     # Shaped for an owner without invoices:read_sensitive.
     assert orjson.loads(request.body)["data"] == {"invoice_id": "inv_1"}
+
+
+# -- Idempotency-Key ----------------------------------------------------------------------
+
+
+def keyed(key: str | None = None) -> dict[str, str]:
+    return {"Idempotency-Key": key or f"idem-{uuid.uuid4().hex}"}
+
+
+def same_answer(first: Reply, again: Reply) -> None:
+    assert first.status < 500 and "idempotent-replayed" not in first.headers, first.body
+    assert (again.status, again.json) == (first.status, first.json)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["content-type"] == first.headers["content-type"]
+
+
+def test_every_post_repeated_with_its_key_gets_the_first_answer(stack: Stack, api: Client) -> None:
+    admin = api.as_(ADMIN)
+    tenant = fresh_tenant()
+    failing, path, [row] = failing_events(stack, admin, 1)
+    stack.receiver.behave(path, Behaviour(status=200))
+    body = {"name": "idem", "url": PUBLIC_URL, "events": ["invoice.paid"], "tenant_id": tenant}
+    base = f"/v1/webhooks/{failing['id']}"
+    since = int(time.time() * 1000) - 3_600_000
+    calls: list[tuple[str, Any]] = [
+        ("/v1/webhooks", body),
+        (f"{base}/rotate-secret", {"grace_period_seconds": 60}),
+        (f"{base}/test", None),
+        (f"{base}/recover", {"since": since}),
+        (f"/v1/deliveries/{row['id']}/replay", None),
+        ("/v1/events", {"type": "invoice.paid", "tenant_id": tenant, "data": {"n": 1}}),
+    ]
+    answers = {}
+    for target, sent in calls:
+        headers = keyed()
+        first = admin.post(target, sent, headers=headers)
+        again = admin.post(target, sent, headers=headers)
+        same_answer(first, again)
+        answers[target] = first.json
+
+    # One effect each: one webhook (its secret shown again, the same), one rotation, one test
+    # event, one recovery and one replay (their records), one event (a fresh id each time).
+    created = answers["/v1/webhooks"]
+    assert created["secret"].startswith("whsec_")
+    listed = admin.get(f"/v1/webhooks?tenant_id={tenant}").json["data"]
+    assert [w["id"] for w in listed] == [created["id"]]
+    rotated = answers[f"{base}/rotate-secret"]
+    assert admin.get(base).json["secret_hint"] == "…" + rotated["secret"][-4:]
+    topics = Topics.from_settings(stack.settings)
+    routed = [
+        d
+        for d in read_topic(stack.settings, topics.deliveries, "Delivery")
+        if d["webhook_id"] == failing["id"]
+    ]
+    assert [d["trigger"] for d in routed if d["trigger"] != "scheduled"].count("test") == 1
+    manual = [d for d in routed if d["trigger"] == "manual"]
+    # The recovery and the replay of the one failed delivery.
+    assert len(manual) == 2 and {d["delivery_id"] for d in manual} == {row["id"]}
+    event_id = answers["/v1/events"]["id"]
+    events = read_topic(stack.settings, topics.events, "Event")
+    assert [e["id"] for e in events].count(event_id) == 1
+
+
+def test_a_key_stands_for_one_request_of_one_api_key(api: Client) -> None:
+    body = {"name": "n", "url": PUBLIC_URL, "events": ["invoice.paid"]}
+    headers = keyed()
+    first = api.post("/v1/webhooks", body, headers=headers)
+    assert first.status == 201, first.body
+
+    def refused(reply: Reply, reason: str) -> str:
+        assert reply.status == 422, reply.body
+        assert reply.error["code"] == "idempotency_key_reused"
+        assert reply.error["details"] == {
+            "idempotency_key": headers["Idempotency-Key"],
+            "reason": reason,
+        }
+        return str(reply.error["message"])
+
+    message = refused(
+        api.post("/v1/webhooks", {**body, "name": "m"}, headers=headers), "different_body"
+    )
+    assert "different request body" in message
+    message = refused(api.post("/v1/events", {}, headers=headers), "different_request")
+    assert "POST /v1/webhooks" in message
+    other_query = api.post("/v1/webhooks?tenant_id=tenant_a", body, headers=headers)
+    refused(other_query, "different_body")
+    message = refused(
+        api.as_(KEY_A2).post("/v1/webhooks", body, headers=headers), "different_api_key"
+    )
+    assert "another API key" in message
+    # The same JSON in another spelling is the same request.
+    spelled = orjson.dumps(dict(reversed(list(body.items()))), option=orjson.OPT_INDENT_2)
+    same_answer(first, api.post("/v1/webhooks", raw=spelled, headers=headers))
+    # Another tenant's key (and an admin's) has keys of its own: the same key acts anew.
+    for client, tenant in ((api.as_(KEY_B), None), (api.as_(ADMIN), TENANT_A)):
+        sent = body if tenant is None else {**body, "tenant_id": tenant}
+        reply = client.post("/v1/webhooks", sent, headers=headers)
+        assert reply.status == 201 and "idempotent-replayed" not in reply.headers
+        assert reply.json["id"] != first.json["id"]
+
+
+def test_refusals_are_kept_but_conflicts_are_not(stack: Stack, api: Client) -> None:
+    headers = keyed()
+    first = api.post("/v1/webhooks", {"url": PUBLIC_URL}, headers=headers)
+    assert first.status == 422
+    same_answer(first, api.post("/v1/webhooks", {"url": PUBLIC_URL}, headers=headers))
+    # A 409 (here: the webhook is disabled) may be over by the next try with the same key.
+    webhook, _ = stack.webhook()
+    base = f"/v1/webhooks/{webhook['id']}"
+    assert api.patch(base, {"enabled": False}).status == 200
+    headers = keyed()
+    reply = api.post(f"{base}/test", headers=headers)
+    assert reply.status == 409 and reply.error["code"] == "webhook_disabled"
+    assert api.patch(base, {"enabled": True}).status == 200
+    reply = api.post(f"{base}/test", headers=headers)
+    assert reply.status == 202 and "idempotent-replayed" not in reply.headers
+    same_answer(reply, api.post(f"{base}/test", headers=headers))
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("", "is empty"),
+        ("k" * 256, "256 characters long"),
+        ("two words", "U+0020"),
+        ("tab\tkey", "U+0009"),
+        ("caf\u00e9", "visible ASCII"),
+    ],
+)
+def test_invalid_keys_are_400_naming_the_problem(api: Client, key: str, problem: str) -> None:
+    body = {"name": "n", "url": PUBLIC_URL, "events": ["invoice.paid"]}
+    reply = api.post("/v1/webhooks", body, headers={"Idempotency-Key": key})
+    assert reply.status == 400, reply.body
+    assert reply.error["code"] == "invalid_idempotency_key"
+    assert problem in reply.error["message"] and "Idempotency-Key" in reply.error["message"]
+
+
+def test_the_longest_key_of_any_visible_ascii_is_accepted(api: Client) -> None:
+    visible = "".join(chr(code) for code in range(0x21, 0x7F))
+    key = (visible + uuid.uuid4().hex * 8)[:255]
+    body = {"name": "n", "url": PUBLIC_URL, "events": ["invoice.paid"]}
+    first = api.post("/v1/webhooks", body, headers={"Idempotency-Key": key})
+    assert first.status == 201, first.body
+    same_answer(first, api.post("/v1/webhooks", body, headers={"Idempotency-Key": key}))

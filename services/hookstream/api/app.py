@@ -9,6 +9,7 @@ from hookstream.api.auth import ApiKeys, auth_middleware
 from hookstream.api.console.app import add_console
 from hookstream.api.context import SETTINGS, api_context
 from hookstream.api.errors import MAX_REQUEST_BYTES, error_middleware
+from hookstream.api.idempotency import idempotency_middleware
 from hookstream.api.metrics import metrics_middleware
 from hookstream.api.openapi import build_document
 from hookstream.api.routes import (
@@ -38,11 +39,13 @@ def create_app(settings: Settings) -> web.Application:
     api_keys = ApiKeys(settings.api_keys)
     app = web.Application(
         client_max_size=MAX_REQUEST_BYTES,
-        # Outermost first: metrics see the final status, errors wrap auth failures too.
+        # Outermost first: metrics see the final status, errors wrap auth failures too, and
+        # Idempotency-Keys are claimed for a known caller only.
         middlewares=[
             metrics_middleware,
             error_middleware,
             auth_middleware(api_keys),
+            idempotency_middleware,
         ],
     )
     app[SETTINGS] = settings

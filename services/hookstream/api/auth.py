@@ -23,6 +23,9 @@ PROTECTED_PREFIX = "/v1/"
 class Caller:
     # None for a platform admin key.
     tenant_id: str | None
+    # Which configured key this is, as a digest safe to store (Idempotency-Key records);
+    # stable for as long as the key is configured.
+    key_id: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -83,18 +86,24 @@ class ApiKeys:
         return hmac.new(hashlib.sha256(material).digest(), purpose, hashlib.sha256).digest()
 
     def _find(self, wanted: bytes, form: Callable[[bytes], bytes]) -> Caller | None:
-        found: str | None = None
+        found: tuple[bytes, str] | None = None
         # Every key is compared, whichever matches, so timing says nothing about which did.
         for key_digest, tenant in self._keys:
             if hmac.compare_digest(wanted, form(key_digest)):
-                found = tenant
+                found = (key_digest, tenant)
         if found is None:
             return None
-        return Caller(None if found == ADMIN else found)
+        key_digest, tenant = found
+        return Caller(None if tenant == ADMIN else tenant, _key_id(key_digest))
 
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def _key_id(key_digest: bytes) -> str:
+    # Keyed with a fixed label, so the stored value is no plain hash of the key.
+    return hmac.new(b"hookstream api key id", key_digest, hashlib.sha256).hexdigest()[:32]
 
 
 def _fingerprint(key_digest: bytes, pepper: bytes) -> bytes:

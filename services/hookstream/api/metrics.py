@@ -28,6 +28,12 @@ API_WEBHOOK_WRITES = Counter(
     "Webhook changes the API wrote to the webhooks topic, by action.",
     ["action"],
 )
+API_IDEMPOTENCY = Counter(
+    "hookstream_api_idempotency_keys_total",
+    "POSTs sent with an Idempotency-Key: first (run), replayed (the kept answer), in_progress "
+    "(409), mismatch (422: another request under the same key).",
+    ["result"],
+)
 
 UNMATCHED = "unmatched"
 

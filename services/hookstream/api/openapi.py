@@ -12,6 +12,13 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from hookstream import __version__
 from hookstream.api.docs import Operation, operation_of
+from hookstream.api.idempotency import (
+    HEADER,
+    KEY_PATTERN,
+    MAX_KEY_CHARS,
+    REPLAYED_HEADER,
+    honours_idempotency,
+)
 from hookstream.api.models import ErrorOut
 
 _REF = "#/components/schemas/{model}"
@@ -25,6 +32,42 @@ ERROR_DESCRIPTIONS = {
     413: "The body or event is too large",
     422: "A field is invalid; `details` names each one",
     503: "Kafka, the store or a view is unavailable; safe to retry",
+}
+# What the errors mean on a route that honours Idempotency-Key.
+IDEMPOTENT_ERROR_DESCRIPTIONS = {
+    **ERROR_DESCRIPTIONS,
+    400: f"The body is not a JSON object, or the {HEADER} header is invalid",
+    409: f"The resource's state does not allow this, or a request with the same {HEADER} is "
+    "still in progress (retry shortly)",
+    422: f"A field is invalid (`details` names each one), or the {HEADER} was first used for "
+    "another request (another API key, route, query or body)",
+}
+IDEMPOTENT_ERRORS = (400, 409, 422)
+
+IDEMPOTENCY_PARAMETER = {
+    "name": HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        "Any unique value (e.g. a UUID) that makes this POST safe to retry: within the "
+        "idempotency window (HOOKSTREAM_IDEMPOTENCY_KEY_WINDOW, 12 h by default) a repeat with "
+        "the same key, API key, route, query and body gets the first answer again (status and "
+        "body, a created webhook's full secret included) without acting twice. Another "
+        "request under the same key answers 422; a repeat while the first is in flight answers "
+        "409. Answers 5xx and 409 are not kept, so the same key may be retried after them. "
+        "Keys are scoped to the tenant of the API key (admin keys share one scope)."
+    ),
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_CHARS,
+        "pattern": KEY_PATTERN,
+    },
+}
+REPLAYED_RESPONSE_HEADER = {
+    "description": f"`true` when this is the kept answer of an earlier request with the same "
+    f"{HEADER}",
+    "schema": {"type": "string", "enum": ["true"]},
 }
 
 
@@ -79,12 +122,17 @@ def _models(ops: Iterator[Operation]) -> list[tuple[type[BaseModel], JsonSchemaM
 
 
 def _operation(method: str, path: str, op: Operation, keyed: Keyed) -> dict[str, Any]:
+    idempotent = honours_idempotency(method, path)
     doc: dict[str, Any] = {
         "operationId": _operation_id(method, path),
         "summary": op.summary,
         "tags": [op.tag],
-        "parameters": [*_path_parameters(path), *_query_parameters(op)],
-        "responses": _responses(op, keyed),
+        "parameters": [
+            *_path_parameters(path),
+            *_query_parameters(op),
+            *([IDEMPOTENCY_PARAMETER] if idempotent else []),
+        ],
+        "responses": _responses(op, keyed, idempotent),
     }
     if op.description:
         doc["description"] = op.description
@@ -145,18 +193,23 @@ def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _responses(op: Operation, keyed: Keyed) -> dict[str, Any]:
+def _responses(op: Operation, keyed: Keyed, idempotent: bool) -> dict[str, Any]:
     success: dict[str, Any] = {"description": op.summary}
+    descriptions = ERROR_DESCRIPTIONS
+    errors = set(op.errors) if op.public else {401, *op.errors}
+    if idempotent:
+        success["headers"] = {REPLAYED_HEADER: REPLAYED_RESPONSE_HEADER}
+        descriptions = IDEMPOTENT_ERROR_DESCRIPTIONS
+        errors.update(IDEMPOTENT_ERRORS)
     if op.response is not None:
         success["content"] = {op.media_type: {"schema": keyed[(op.response, "serialization")]}}
     elif op.status != 204:
         success["content"] = {op.media_type: {"schema": {}}}
     responses: dict[str, Any] = {str(op.status): success}
     error_schema = keyed[(ErrorOut, "serialization")]
-    errors = set(op.errors) if op.public else {401, *op.errors}
     for status in sorted(errors):
         responses[str(status)] = {
-            "description": ERROR_DESCRIPTIONS[status],
+            "description": descriptions[status],
             "content": {"application/json": {"schema": error_schema}},
         }
     return responses

@@ -1,11 +1,11 @@
-"""Background upkeep of the API process: purging expired event-id claims."""
+"""Background upkeep of the API process: purging expired event-id claims and Idempotency-Keys."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -25,14 +25,32 @@ async def upkeep_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _purge_forever(api: Api) -> None:
-    window_ms = int(api.settings.event_idempotency_window * 1000)
     while True:
         await asyncio.sleep(api.settings.maintenance_interval)
-        try:
-            # Every replica purges; the deletes are idempotent, so overlap costs nothing.
-            purged = await api.blocking(api.store.purge_accepted_events, now_ms() - window_ms)
-        except Exception:
-            log.exception("api: purging expired event ids failed; retrying next interval")
-            continue
-        if purged:
-            log.info("api: purged %d expired event ids", purged)
+        # Every replica purges; the deletes are idempotent, so overlap costs nothing.
+        await _purge(
+            api,
+            "event ids",
+            api.store.purge_accepted_events,
+            _cutoff(api.settings.event_idempotency_window),
+        )
+        await _purge(
+            api,
+            "Idempotency-Keys",
+            api.store.idempotency_keys.purge,
+            _cutoff(api.settings.idempotency_key_window),
+        )
+
+
+def _cutoff(seconds: float) -> int:
+    return now_ms() - int(seconds * 1000)
+
+
+async def _purge(api: Api, what: str, purge: Callable[[int], int], before_ms: int) -> None:
+    try:
+        purged = await api.blocking(purge, before_ms)
+    except Exception:
+        log.exception("api: purging expired %s failed; retrying next interval", what)
+        return
+    if purged:
+        log.info("api: purged %d expired %s", purged, what)

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         description="Seconds during which `POST /v1/events` with an already accepted id is not "
         "published again.",
     )
+    idempotency_key_window: float = Field(
+        default=12 * 3600,
+        gt=0,
+        description="Seconds an API `POST` answer is kept for its `Idempotency-Key` header: a "
+        "repeat with the same key within them gets the stored answer instead of acting again.",
+    )
 
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
         default=DEFAULT_RETRY_SCHEDULE,
@@ -229,7 +235,7 @@ class Settings(BaseSettings):
         default=60.0,
         gt=0,
         description="Seconds between upkeep runs: auto-disable and retention in the log-sink, "
-        "expired event ids in the API.",
+        "expired event ids and Idempotency-Keys in the API.",
     )
 
     metrics_host: str = Field(

@@ -96,3 +96,31 @@ accepted_events = Table(
     Column("accepted_at_ms", BigInteger, nullable=False),
     Index("ix_accepted_events_accepted_at", "accepted_at_ms"),
 )
+
+# The answers of API POSTs sent with an `Idempotency-Key`, so that a client repeating one
+# through any API replica gets the first answer instead of a second effect. The primary key
+# is the claim: the first insert wins, whichever replica makes it. A row whose `status` is
+# null is a request still in flight; rows older than the window are purged.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    # The tenant of the calling key, or "*" for platform admin keys.
+    Column("scope", String, primary_key=True),
+    Column("idempotency_key", String, primary_key=True),
+    # Which API key sent it, and a digest of what it asked (method, path, query, body).
+    Column("principal", String, nullable=False),
+    Column("fingerprint", String, nullable=False),
+    # The first request's method and path, named in the 422 of a mismatching repeat.
+    Column("method", String, nullable=False),
+    Column("path", Text, nullable=False),
+    # Who holds the claim, and since when: an abandoned claim (its replica died) is taken over.
+    Column("claim_token", String, nullable=False),
+    Column("claimed_at_ms", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("status", Integer, nullable=True),
+    # JSON object of the answer's headers, and its body sealed under the encryption key (it
+    # may hold a webhook's signing secret).
+    Column("headers", Text, nullable=True),
+    Column("body", Text, nullable=True),
+    Index("ix_idempotency_keys_created_at", "created_at_ms"),
+)

@@ -41,6 +41,7 @@ from hookstream.store.derive import (
     fold_health,
 )
 from hookstream.store.engine import make_engine, write_transaction
+from hookstream.store.idempotency import IdempotencyKeys
 from hookstream.store.rows import (
     DeliveryDetail,
     DeliveryRow,
@@ -80,6 +81,8 @@ class Store:
         self._insert: Callable[[Table], Insert] = (
             postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         )
+        # The API's Idempotency-Key records, in a module of their own.
+        self.idempotency_keys = IdempotencyKeys(engine, self._insert)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:

@@ -33,8 +33,8 @@ routes = web.RouteTableDef()
     description=(
         "An event whose `id` was already accepted within the idempotency window is answered "
         "with the same id and not published again. A retry of a request whose answer was lost "
-        "may publish it again: delivery is at least once, and receivers drop repeats by their "
-        "`webhook-id`."
+        "may publish it again, unless it carries the first request's `Idempotency-Key`: "
+        "delivery is at least once, and receivers drop repeats by their `webhook-id`."
     ),
 )
 async def publish_event(request: web.Request) -> web.StreamResponse:

@@ -48,6 +48,11 @@ def _with_secret(api: Api, webhook: Webhook, secret: str, now: int) -> WebhookWi
     response=WebhookWithSecret,
     body=WebhookCreate,
     errors=(400, 413, 422, 503),
+    description=(
+        "A repeat with the same `Idempotency-Key` within its window gets this same answer, "
+        "the full secret included, and creates nothing: the key is for a client whose first "
+        "answer was lost. Only the API key that sent the first request gets it."
+    ),
 )
 async def create_webhook(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
