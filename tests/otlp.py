@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -166,13 +167,13 @@ def main() -> None:
     args = parser.parse_args()
     receiver = OtlpReceiver(args.port, keep=False).start()
     print(f"otlp receiver on {receiver.endpoint}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        print(f"otlp receiver: {receiver.count} spans", flush=True)
-        receiver.stop()
+    stop = threading.Event()
+    # SIGTERM as well as SIGINT: a shell's background job ignores SIGINT.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    print(f"otlp receiver: {receiver.count} spans", flush=True)
+    receiver.stop()
 
 
 if __name__ == "__main__":
