@@ -99,6 +99,7 @@ class Platform:
         event_id: str | None = None,
         as_json: bool = False,
         flush: bool = True,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> str:
         event_id = event_id or f"evt_{uuid.uuid4().hex}"
         record = {
@@ -110,12 +111,11 @@ class Platform:
         }
         if as_json:
             value = orjson.dumps(record)
-            headers = [("content-type", b"application/json")]
+            headers = [("content-type", b"application/json"), *(headers or [])]
         else:
             record["data"] = orjson.dumps(record["data"]).decode()
             record["published_at_ms"] = int(time.time() * 1000)
             value = CODEC.encode("Event", record)
-            headers = None
         self.raw(self.topics.events, value, key=tenant_id.encode(), headers=headers, flush=flush)
         return event_id
 

@@ -9,9 +9,10 @@ import threading
 from aiohttp import web
 
 from hookstream.api.app import create_app
+from hookstream.core import tracing
 from hookstream.core.settings import Settings
 from hookstream.runtime import eventloop
-from hookstream.runtime.runner import configure_logging, serve_until_signalled
+from hookstream.runtime.runner import configure_logging, configure_tracing, serve_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ KEEPALIVE_SECONDS = 75.0
 
 def run_api(settings: Settings) -> int:
     configure_logging(settings)
+    configure_tracing("api")
     if not settings.api_keys:
         log.warning("api: HOOKSTREAM_API_KEYS is empty; every /v1 request will be refused")
 
@@ -29,7 +31,10 @@ def run_api(settings: Settings) -> int:
     # The asyncio runner's core only: the api answers /metrics, /healthz and /readyz on its
     # own port (its readiness is checked per probe, not a flag), and an error at start (the
     # store unreachable, the port taken) ends the process uncaught, status 1 and traceback.
-    eventloop.run(serve_until_signalled("api", serve, threading.Event()))
+    try:
+        eventloop.run(serve_until_signalled("api", serve, threading.Event()))
+    finally:
+        tracing.shutdown()
     log.info("api: stopped")
     return 0
 

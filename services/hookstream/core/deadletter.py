@@ -217,12 +217,17 @@ class DeadLetterSink:
         self._lock = threading.Lock()
         self._producer: Producer | None = None
 
-    def refuse(self, message: Message, exc: BaseException) -> Refusal:
+    def refuse(
+        self, message: Message, exc: BaseException, headers: Headers | None = None
+    ) -> Refusal:
         """Log, count and dead-letter `message`, refused with `exc`.
 
-        For loops that never read the record's headers themselves (views, the log-sink).
+        For loops that read the record's headers themselves only at times (the log-sink, to
+        link spans): `headers` are those, else they are read here.
         """
-        refusal, record = refuse(self.service, message, header_pairs(message), exc)
+        if headers is None:
+            headers = header_pairs(message)
+        refusal, record = refuse(self.service, message, headers, exc)
         self.send(record, key=None)
         self._count(refusal.reason)
         return refusal

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     user_agent: str = Field(
         default="hookstream/0.1", description="`User-Agent` header of webhook requests."
     )
+    send_traceparent: bool = Field(
+        default=False,
+        description="Send the W3C `traceparent` (and `tracestate`) header with webhook "
+        "requests, so a receiver's traces continue hookstream's. Off: it tells receivers "
+        "trace ids of your platform.",
+    )
     api_version: str = Field(
         default="v1",
         description="`api_version` written into every webhook body's envelope "

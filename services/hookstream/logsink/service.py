@@ -22,6 +22,7 @@ from hookstream.core.codec import Codec
 from hookstream.core.deadletter import PROCESS_ERRORS, ProcessError
 from hookstream.core.kafka import (
     consumer_config,
+    header_pairs,
     next_offsets,
     producer_config,
 )
@@ -30,6 +31,7 @@ from hookstream.core.settings import Settings
 from hookstream.core.view import CompactedView
 from hookstream.logsink import metrics
 from hookstream.logsink.intake import decode_attempt
+from hookstream.logsink.spans import StoreSpan
 from hookstream.logsink.upkeep import Upkeep
 from hookstream.runtime.context import ServiceContext
 from hookstream.runtime.metrics import with_lag_metrics
@@ -96,25 +98,36 @@ class LogSink:
         return batch
 
     def _write(self, store: Store, consumer: Consumer, batch: Sequence[Message]) -> None:
+        span = StoreSpan(self.topics.delivery_log, len(batch), self.settings.store_url)
         attempts: list[tuple[Message, Attempt]] = []
-        for message in batch:
-            error = message.error()
-            if error is not None:
-                log.warning("log-sink: consume error: %s", error)
-                continue
-            # The per-record boundary of the log-sink, part one: a record that does not decode
-            # or validate is dead-lettered; the rest of the batch is stored.
-            try:
-                attempts.append((message, decode_attempt(self.codec, message.value())))
-            except PROCESS_ERRORS:
-                raise
-            except Exception as exc:
-                self.dead_letters.refuse(message, exc)
-        if attempts:
-            self._store(store, attempts)
-        # Dead letters must be durable before their offsets move past them.
-        self.dead_letters.flush(30)
-        self._commit(consumer, batch)
+        failure: str | None = "the store write failed"
+        try:
+            for message in batch:
+                error = message.error()
+                if error is not None:
+                    log.warning("log-sink: consume error: %s", error)
+                    continue
+                # Read once, and only to link the attempt's span (see header_pairs).
+                headers = header_pairs(message) if span.recording else None
+                # The per-record boundary of the log-sink, part one: a record that does not
+                # decode or validate is dead-lettered; the rest of the batch is stored.
+                try:
+                    attempts.append((message, decode_attempt(self.codec, message.value())))
+                except PROCESS_ERRORS:
+                    raise
+                except Exception as exc:
+                    self.dead_letters.refuse(message, exc, headers)
+                    continue
+                if headers:
+                    span.link(headers)
+            if attempts:
+                self._store(store, attempts)
+            # Dead letters must be durable before their offsets move past them.
+            self.dead_letters.flush(30)
+            self._commit(consumer, batch)
+            failure = None
+        finally:
+            span.end(len(attempts), failure)
 
     def _store(self, store: Store, attempts: list[tuple[Message, Attempt]]) -> None:
         """Store the batch in one transaction; if the store refuses it, find who it refuses.

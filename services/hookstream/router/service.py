@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from confluent_kafka import (
     Consumer,
@@ -50,6 +51,7 @@ from hookstream.events.envelope import delivery_id
 from hookstream.router import metrics
 from hookstream.router.envelope import BodyShaper, parse_event
 from hookstream.router.matching import SubscriptionIndex
+from hookstream.router.spans import RoutingSpan
 from hookstream.runtime.context import ServiceContext
 from hookstream.runtime.metrics import DEAD_LETTERS, with_lag_metrics
 from hookstream.runtime.runner import run_until_signalled
@@ -164,27 +166,33 @@ class Router:
         self, batch: Sequence[Message], producer: Producer, consumer: Consumer
     ) -> None:
         self._catch_up()
+        span = RoutingSpan(self.topics.events, len(batch))
+        tally = _Tally()
+        failure: str | None = "routing failed"
         producer.begin_transaction()
         try:
             # One snapshot of both views per batch: an event never sees a principal update
             # for one of its webhooks and not for another, and updates apply between batches.
-            tally = _Tally()
             with self.webhooks.lock, self.principals.lock:
                 for message in batch:
-                    self._route(message, producer, tally)
+                    self._route(message, producer, tally, span)
             # Sent last, not alongside the routing: while a transaction holds offsets, every
             # read of the group's committed offsets (a partition's next owner, lag monitoring)
             # waits for that transaction to end.
             _send_offsets(producer, consumer, batch)
             _commit(producer)
+            failure = None
             tally.publish()  # only committed work counts: an aborted batch is routed again
         except KafkaException as exc:
             error = exc.args[0]
             if not error.txn_requires_abort():
                 raise
+            failure = "transaction aborted"
             log.warning("router: transaction aborted, re-reading the batch: %s", error)
             producer.abort_transaction(30)
             _rewind(consumer, batch)
+        finally:
+            span.end(tally.events, tally.routed, sum(tally.dead_letters.values()), failure)
 
     def _catch_up(self) -> None:
         """Bring both views up to the current ends of their topics before routing a batch.
@@ -199,7 +207,9 @@ class Router:
         if not sync_views([self.webhooks, self.principals]):
             log.warning("router: could not bring the views up to date")
 
-    def _route(self, message: Message, producer: Producer, tally: _Tally) -> None:
+    def _route(
+        self, message: Message, producer: Producer, tally: _Tally, span: RoutingSpan
+    ) -> None:
         """Route one record: the per-record boundary of the router.
 
         Whatever the handling of this one record raises, it is dead-lettered inside the same
@@ -221,8 +231,12 @@ class Router:
             _produce(producer, self.topics.dlq, None, self.codec.write(record))
             tally.dead_letters[refusal.reason] += 1
             return
+        if not deliveries:
+            return
+        # The event's trace context goes on with each of its deliveries (see router/spans.py).
+        trace = span.headers_for(headers) or None
         for key, value in deliveries:
-            _produce(producer, self.topics.deliveries, key, value)
+            _produce(producer, self.topics.deliveries, key, value, trace)
         tally.routed += len(deliveries)
 
     def _deliveries(self, message: Message, headers: Headers) -> list[tuple[bytes, bytes]]:
@@ -358,10 +372,20 @@ def _commit(producer: Producer) -> None:
             log.warning("router: retrying the transaction commit: %s", exc.args[0])
 
 
-def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
+_KafkaHeaders = list[tuple[str, str | bytes | None]] | None
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     while True:
         try:
-            producer.produce(topic, key=key, value=value)
+            # The client's stub wants a list of str-or-bytes values; bytes are what it gets.
+            producer.produce(topic, key=key, value=value, headers=cast(_KafkaHeaders, headers))
             return
         except BufferError:
             # The local queue is full: let librdkafka send some before adding more.

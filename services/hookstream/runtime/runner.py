@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any
 
+from hookstream.core import tracing
 from hookstream.core.settings import Settings
 from hookstream.runtime import eventloop
 from hookstream.runtime import logging as structured_logging
@@ -80,6 +81,11 @@ def configure_logging(settings: Settings) -> None:
     route_kafka_log(logging.getLogger().level)
 
 
+def configure_tracing(name: str) -> None:
+    """Spans exported as the OTEL_* variables say (off unless they choose an exporter)."""
+    tracing.configure(name)
+
+
 def start_ops(settings: Settings, ready: threading.Event) -> OpsServer:
     return OpsServer(settings.metrics_host, settings.metrics_port, ready).start()
 
@@ -95,6 +101,10 @@ def run_until_signalled(
     Returns the exit status: 0, or `FAILED_EXIT` after the service's error is logged.
     """
     configure_logging(settings)
+    try:
+        configure_tracing(name)
+    except tracing.TracingConfigError as exc:
+        return stopped_by(name, exc)
     stop = threading.Event()
     ready = threading.Event()
 
@@ -113,6 +123,7 @@ def run_until_signalled(
     finally:
         ready.clear()
         ops.stop()
+        tracing.shutdown()
     log.info("%s: stopped", name)
     return 0
 
@@ -127,6 +138,10 @@ def run_async_until_signalled(
     `asyncio.Event` through `eventloop.threadsafe_set`, never a flag the loop polls.
     """
     configure_logging(settings)
+    try:
+        configure_tracing(name)
+    except tracing.TracingConfigError as exc:
+        return stopped_by(name, exc)
     ready = threading.Event()
 
     async def main() -> None:
@@ -144,6 +159,8 @@ def run_async_until_signalled(
         eventloop.run(main())
     except Exception as exc:
         return stopped_by(name, exc)
+    finally:
+        tracing.shutdown()
     log.info("%s: stopped", name)
     return 0
 

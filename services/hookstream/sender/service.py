@@ -16,10 +16,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Message
+from opentelemetry.trace import Span
 from prometheus_client import Counter
 
-from hookstream.core import signing
+from hookstream.core import signing, tracing
 from hookstream.core.codec import Codec
 from hookstream.core.deadletter import (
     PROCESS_ERRORS,
@@ -27,6 +27,7 @@ from hookstream.core.deadletter import (
     dead_letter,
     refuse,
 )
+from hookstream.core.kafka import Headers
 from hookstream.core.records import MAX_UNIX_MS, Delivery, Outcome, Retry, Webhook, due_at_header
 from hookstream.core.settings import Settings
 from hookstream.core.view import CompactedView
@@ -36,7 +37,7 @@ from hookstream.runtime.context import ServiceContext
 from hookstream.runtime.metrics import DEAD_LETTERS
 from hookstream.runtime.runner import run_async_until_signalled
 from hookstream.runtime.writer import KafkaWriter, Record
-from hookstream.sender import metrics
+from hookstream.sender import metrics, spans
 from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
 from hookstream.sender.http import HttpSender
@@ -196,37 +197,59 @@ class Sender:
         webhook_id = delivery.webhook_id
         slow = self._answer_times.is_slow(webhook_id)
         if slow and (self._slow_lane.full() or self._per_webhook.queued(webhook_id)):
-            await self._defer(message, delivery)
+            await self._defer(item, delivery)
             return
         await self._per_webhook.acquire(webhook_id)
         try:
             if slow:
                 async with self._slow_lane, self._global:
-                    conclusion = await self._attempt(delivery, source)
+                    conclusion, trace = await self._attempt(delivery, source, item.headers)
             else:
                 async with self._global:
-                    conclusion = await self._attempt(delivery, source)
+                    conclusion, trace = await self._attempt(delivery, source, item.headers)
         finally:
             self._per_webhook.release(webhook_id)
         if conclusion.outcome not in (Outcome.SKIPPED, Outcome.REFUSED):
             self._answer_times.record(webhook_id, conclusion.attempt.duration_ms / 1000)
-        await self._produce(self._outputs(item, delivery, conclusion))
+        await self._produce(self._outputs(item, delivery, conclusion, trace))
         _count(conclusion, delivery)
         _log_attempt(conclusion)
 
-    async def _defer(self, message: Message, delivery: Delivery) -> None:
+    async def _defer(self, item: Fetched, delivery: Delivery) -> None:
         """Put off a slow webhook's delivery to the first retry tier, unattempted."""
         tier = self.topics.retry_tiers[0]
         retry = deferred(delivery, tier, int(time.time() * 1000))
-        await self._produce([self._retry_record(tier.topic, message.key(), retry)])
+        # No attempt was made: the retry keeps the delivery's own trace context.
+        trace = tracing.passed_on(item.headers)
+        await self._produce([self._retry_record(tier.topic, item.message.key(), retry, trace)])
         metrics.DELIVERIES_DEFERRED.inc()
 
-    def _retry_record(self, topic: str, key: bytes | None, retry: Retry) -> Record:
+    def _retry_record(
+        self, topic: str, key: bytes | None, retry: Retry, trace: tracing.TraceHeaders
+    ) -> Record:
         # The due time rides in a header too, so the fetcher can hold a record back without
         # decoding it.
-        return Record(topic, key, self.codec.write(retry), [due_at_header(retry.due_at_ms)])
+        headers = [due_at_header(retry.due_at_ms), *trace]
+        return Record(topic, key, self.codec.write(retry), headers)
 
-    async def _attempt(self, delivery: Delivery, source: Source) -> Conclusion:
+    async def _attempt(
+        self, delivery: Delivery, source: Source, record_headers: Headers
+    ) -> tuple[Conclusion, tracing.TraceHeaders]:
+        """Make the attempt; the trace headers of what follows it (sender/spans.py)."""
+        span = spans.start_attempt(record_headers)
+        try:
+            conclusion, webhook = await self._make_attempt(delivery, source, span, record_headers)
+        except BaseException:
+            if span is not None:
+                span.end()  # the record is dead-lettered or the sender stops: no outcome
+            raise
+        if span is not None:
+            spans.end_attempt(span, delivery, webhook, conclusion)
+        return conclusion, spans.following(span, record_headers)
+
+    async def _make_attempt(
+        self, delivery: Delivery, source: Source, span: Span | None, record_headers: Headers
+    ) -> tuple[Conclusion, Webhook | None]:
         webhook_id = delivery.webhook_id
         webhook = self.webhooks.get(webhook_id)
         if webhook is None and self.webhooks.synced_at_ms <= delivery.created_at_ms:
@@ -257,12 +280,16 @@ class Sender:
                     body,
                     self.settings.user_agent,
                 )
+                if self.settings.send_traceparent:
+                    # Not signed: the receiver's tracing may use it, its verification ignores it.
+                    trace = spans.following(span, record_headers)
+                    headers.update((name, value.decode("ascii")) for name, value in trace)
                 metrics.IN_FLIGHT.inc()
                 try:
                     result = await self.http.send(webhook.url, headers, body)
                 finally:
                     metrics.IN_FLIGHT.dec()
-        return conclude(
+        conclusion = conclude(
             delivery,
             source,
             webhook,
@@ -276,6 +303,7 @@ class Sender:
             # applies to the webhook as it is now, not as it was when the request started.
             webhook_now=self.webhooks.get(webhook_id),
         )
+        return conclusion, webhook
 
     def _signers(
         self, webhook: Webhook, now_ms: int
@@ -289,13 +317,19 @@ class Sender:
             # configured (or the secret rotated), the retries deliver.
             return [], HttpResult(status_code=None, duration_ms=0, error=f"not sent: {exc}")
 
-    def _outputs(self, item: Fetched, delivery: Delivery, conclusion: Conclusion) -> list[Record]:
+    def _outputs(
+        self,
+        item: Fetched,
+        delivery: Delivery,
+        conclusion: Conclusion,
+        trace: tracing.TraceHeaders,
+    ) -> list[Record]:
         key = delivery.webhook_id.encode()
         write = self.codec.write
         attempt = conclusion.attempt
-        out = [Record(self.topics.delivery_log, key, write(attempt))]
+        out = [Record(self.topics.delivery_log, key, write(attempt), trace or None)]
         if conclusion.retry is not None and conclusion.retry_topic is not None:
-            out.append(self._retry_record(conclusion.retry_topic, key, conclusion.retry))
+            out.append(self._retry_record(conclusion.retry_topic, key, conclusion.retry, trace))
         if conclusion.dead_letter_reason is not None:
             record = dead_letter(
                 item.message,

@@ -6,6 +6,7 @@ import uuid
 
 import orjson
 from aiohttp import web
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from hookstream.api.auth import caller
 from hookstream.api.bodies import read_body, respond
@@ -16,6 +17,7 @@ from hookstream.api.metrics import API_EVENTS
 from hookstream.api.models import EventAccepted, EventPublish
 from hookstream.api.times import iso, normalize_iso, now_ms
 from hookstream.api.validation import check_event_type
+from hookstream.core import tracing
 from hookstream.core.records import Event
 from hookstream.runtime.writer import Record
 
@@ -38,6 +40,43 @@ routes = web.RouteTableDef()
     ),
 )
 async def publish_event(request: web.Request) -> web.StreamResponse:
+    # The caller's trace context, from its request, rides on the event to the router.
+    trace_in = [
+        (name, value.encode("latin-1"))
+        for name in (tracing.TRACEPARENT, tracing.TRACESTATE)
+        for value in request.headers.getall(name, ())
+    ]
+    if not tracing.enabled():
+        return await _publish(request, tracing.passed_on(trace_in))
+    span = tracing.tracer().start_span(
+        "POST /v1/events", context=tracing.context_from(trace_in), kind=SpanKind.SERVER
+    )
+    status = 500
+    try:
+        response = await _publish(request, tracing.headers_of(span))
+        status = response.status
+        return response
+    except (ApiError, web.HTTPException) as exc:
+        status = exc.status
+        raise
+    finally:
+        if span.is_recording():
+            # Fixed route and method only: the query and the caller's headers stay out.
+            span.set_attributes(
+                {
+                    "http.request.method": "POST",
+                    "http.route": "/v1/events",
+                    "url.path": "/v1/events",
+                    "url.scheme": request.scheme,
+                    "http.response.status_code": status,
+                }
+            )
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+
+async def _publish(request: web.Request, trace: tracing.TraceHeaders) -> web.StreamResponse:
     api = api_of(request)
     body = await read_body(request, EventPublish)
     tenant_id = caller(request).write_tenant(body.tenant_id)
@@ -75,7 +114,7 @@ async def publish_event(request: web.Request) -> web.StreamResponse:
     ):
         API_EVENTS.labels("duplicate").inc()
         return respond(EventAccepted(id=event_id, duplicate=True), 202)
-    await api.produce([Record(api.topics.events, tenant_id.encode(), value)])
+    await api.produce([Record(api.topics.events, tenant_id.encode(), value, trace or None)])
     if retriable:
         await api.blocking(api.store.accept_event, tenant_id, event_id, now, window_ms)
     API_EVENTS.labels("published").inc()
