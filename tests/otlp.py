@@ -9,7 +9,6 @@ tests assert on. Runs on its own event loop thread, like `tests/receiver.py`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gzip
 import signal
 import threading
@@ -24,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from tests.helpers import wait_for
+from tests.loopback import LoopbackServer
 
 # OTLP's span kinds by number (opentelemetry/proto/trace/v1/trace.proto).
 KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -55,38 +55,21 @@ class Span:
         return self.status_code == STATUS_ERROR
 
 
-class OtlpReceiver:
-    __test__ = False
-
+class OtlpReceiver(LoopbackServer):
     def __init__(self, port: int = 0, keep: bool = True) -> None:
+        super().__init__(port, client_max_size=64 * 1024 * 1024)
         self._keep = keep
         self._spans: list[Span] = []
         self.count = 0
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self.port = port
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/traces", self._export)
 
     @property
     def endpoint(self) -> str:
         """What OTEL_EXPORTER_OTLP_ENDPOINT is set to (the exporter appends /v1/traces)."""
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> OtlpReceiver:
-        self._thread.start()
-        self._started.wait(10)
-        return self
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
     def spans(self) -> list[Span]:
         with self._lock:
@@ -97,20 +80,6 @@ class OtlpReceiver:
         return list(
             wait_for(lambda: (got := self.spans()) and condition(got) and got, timeout, what=what)
         )
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/traces", self._export)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        self._loop.run_until_complete(site.start())
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self._started.set()
-        self._loop.run_forever()
 
     async def _export(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()

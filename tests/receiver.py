@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.helpers import wait_for
+from tests.loopback import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -42,34 +43,17 @@ class Behaviour:
     fail_until: float = 0.0
 
 
-class TestReceiver:
-    __test__ = False  # not a pytest test class
-
+class TestReceiver(LoopbackServer):
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Received] = []
         self.secrets: dict[str, list[str]] = {}
         self.behaviours: dict[str, Behaviour] = {}
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def start(self) -> TestReceiver:
-        self._thread.start()
-        self._started.wait(10)
-        return self
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._handle)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -88,20 +72,6 @@ class TestReceiver:
     def received(self, path: str | None = None) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if path is None or r.path == path]
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self._started.set()
-        self._loop.run_forever()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
