@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Table, and_, delete, or_, select, tuple_, update
+from sqlalchemy import Engine, Table, and_, delete, or_, select, update
 
 from hookstream.store.engine import write_transaction
+from hookstream.store.purge import purge_before
 from hookstream.store.schema import idempotency_keys
 
 # A claim can vanish between the failed upsert and the read that follows (released by its
@@ -163,31 +164,15 @@ class IdempotencyKeys:
 
     def purge(self, before_ms: int, batch_size: int = 1000) -> int:
         """Drop keys first used before `before_ms`, one short transaction per batch."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         k = idempotency_keys.c
-        purged = 0
-        while True:
-            with write_transaction(self._engine) as conn:
-                doomed = conn.execute(
-                    select(k.scope, k.idempotency_key)
-                    .where(k.created_at_ms < before_ms)
-                    .order_by(k.created_at_ms)
-                    .limit(batch_size)
-                ).all()
-                if doomed:
-                    result = conn.execute(
-                        delete(idempotency_keys).where(
-                            tuple_(k.scope, k.idempotency_key).in_(
-                                [(row.scope, row.idempotency_key) for row in doomed]
-                            ),
-                            # A key claimed anew since the select is live again.
-                            k.created_at_ms < before_ms,
-                        )
-                    )
-                    purged += result.rowcount
-            if len(doomed) < batch_size:
-                return purged
+        return purge_before(
+            self._engine,
+            idempotency_keys,
+            (k.scope, k.idempotency_key),
+            k.created_at_ms,
+            before_ms,
+            batch_size,
+        )
 
     @staticmethod
     def _held(request: KeyedRequest, claim: Claimed) -> tuple[Any, ...]:

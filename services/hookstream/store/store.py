@@ -42,6 +42,7 @@ from hookstream.store.derive import (
 )
 from hookstream.store.engine import make_engine, write_transaction
 from hookstream.store.idempotency import IdempotencyKeys
+from hookstream.store.purge import IN_CHUNK, purge_before
 from hookstream.store.rows import (
     DeliveryDetail,
     DeliveryRow,
@@ -54,8 +55,6 @@ from hookstream.store.versioning import migrate_engine
 
 DAY_MS = 24 * 60 * 60 * 1000
 MAX_PAGE_SIZE = 1000
-# Bind parameters per IN list: well inside SQLite's and PostgreSQL's limits.
-_IN_CHUNK = 500
 
 _T = TypeVar("_T")
 Insert = postgresql.Insert | sqlite.Insert
@@ -252,31 +251,15 @@ class Store:
 
     def purge_accepted_events(self, before_ms: int, batch_size: int = 5000) -> int:
         """Drop event claims made before `before_ms`, one short transaction per batch."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         e = accepted_events.c
-        purged = 0
-        while True:
-            with write_transaction(self._engine) as conn:
-                doomed = conn.execute(
-                    select(e.tenant_id, e.event_id)
-                    .where(e.accepted_at_ms < before_ms)
-                    .order_by(e.accepted_at_ms)
-                    .limit(batch_size)
-                ).all()
-                for chunk in _chunks(doomed):
-                    result = conn.execute(
-                        delete(accepted_events).where(
-                            tuple_(e.tenant_id, e.event_id).in_(
-                                [(row.tenant_id, row.event_id) for row in chunk]
-                            ),
-                            # A claim refreshed since the select is live again.
-                            e.accepted_at_ms < before_ms,
-                        )
-                    )
-                    purged += result.rowcount
-            if len(doomed) < batch_size:
-                return purged
+        return purge_before(
+            self._engine,
+            accepted_events,
+            (e.tenant_id, e.event_id),
+            e.accepted_at_ms,
+            before_ms,
+            batch_size,
+        )
 
     def ping(self) -> None:
         """Raise if the database cannot answer a query (readiness checks)."""
@@ -466,7 +449,7 @@ def _delivery_row(row: Row[Any]) -> DeliveryRow:
     return DeliveryRow(**values)
 
 
-def _chunks(values: Iterable[_T], size: int = _IN_CHUNK) -> Iterator[list[_T]]:
+def _chunks(values: Iterable[_T], size: int = IN_CHUNK) -> Iterator[list[_T]]:
     chunk: list[_T] = []
     for value in values:
         chunk.append(value)
