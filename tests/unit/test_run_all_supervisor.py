@@ -161,6 +161,8 @@ def test_at_a_terminal_json_lines_read_as_text(capfdbinary: pytest.CaptureFixtur
     line = {"ts": "2026-12-03T10:00:00.000Z", "level": "INFO", "logger": "x", "message": "hi"}
     out.passthrough(json.dumps({**line, "webhook_id": "wh_1"}).encode() + b"\n")
     out.passthrough(b"not json\n")
+    out.passthrough(json.dumps({**line, "logger": "librdkafka"}).encode() + b"\n", "router")
     assert capfdbinary.readouterr().err == (
         b"2026-12-03T10:00:00.000Z INFO    x hi webhook_id=wh_1\nnot json\n"
+        b"2026-12-03T10:00:00.000Z INFO    router   librdkafka hi\n"
     )

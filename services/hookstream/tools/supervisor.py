@@ -46,11 +46,13 @@ def _json_record(line: str) -> dict[str, object] | None:
     return record if isinstance(record, dict) else None
 
 
-def _as_text(record: dict[str, object]) -> str:
-    """`time level logger message key=value …`, as `core.logging.TextFormatter` writes it."""
+def _as_text(record: dict[str, object], service: str = "") -> str:
+    """`time level [service] logger message key=value …`, as `runtime.logging.TextFormatter`
+    writes it, with the service that logged it when several share one terminal."""
     core = ("ts", "level", "logger", "message", "exc_info", "stack_info")
     extra = " ".join(f"{k}={v}" for k, v in record.items() if k not in core)
-    text = f"{record.get('ts', '')} {record.get('level', '')!s:<7} {record.get('logger', '')} "
+    who = f"{service:<8} " if service else ""
+    text = f"{record.get('ts', '')} {record.get('level', '')!s:<7} {who}{record.get('logger', '')} "
     text += f"{record.get('message', '')}{' ' + extra if extra else ''}\n"
     for name in ("exc_info", "stack_info"):
         if record.get(name):
@@ -103,12 +105,13 @@ class SharedStderr:
         # is shown the way a service started there would print it.
         self.as_text = sys.stderr.isatty()
 
-    def passthrough(self, line: bytes) -> None:
-        """A child's line, unchanged or, at a terminal, a JSON log line rendered as text."""
+    def passthrough(self, line: bytes, service: str = "") -> None:
+        """A child's line, unchanged or, at a terminal, a JSON log line rendered as text
+        (naming `service`: a librdkafka or view line does not say whose it is)."""
         if self.as_text:
             record = _json_record(line.decode(errors="replace").rstrip())
             if record is not None:
-                line = _as_text(record).encode()
+                line = _as_text(record, service).encode()
         self.write(line)
 
     def write(self, line: bytes) -> None:
@@ -164,7 +167,7 @@ class Child:
         assert self.process.stderr is not None
         with self.process.stderr as pipe:
             for line in pipe:
-                out.passthrough(line)  # the user sees what the service logged
+                out.passthrough(line, self.name)  # the user sees what the service logged
                 self.errors.feed(line.decode(errors="replace"))
 
     def _watch(self, exits: queue.SimpleQueue[str | int]) -> None:
