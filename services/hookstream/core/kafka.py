@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import operator
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata
@@ -17,6 +17,8 @@ from hookstream.core.settings import Settings
 # in the service's log format. librdkafka hands them over when the client is polled: each
 # client must be polled (or consumed from) at least every second or so, also while idle.
 KAFKA_LOG = logging.getLogger("librdkafka")
+
+T = TypeVar("T")
 
 
 def _merge(
@@ -95,24 +97,39 @@ def consumer_config(
 LOG_SERVING_STEP = 1.0
 
 
-def topic_metadata(consumer: Consumer, topic: str, timeout: float) -> ClusterMetadata:
-    """`consumer.list_topics(topic)` within `timeout`, asked a second at a time.
+def in_steps(
+    call: Callable[[float], T],
+    poll: Callable[[float], object],
+    timeout: float,
+    again: Callable[[KafkaException], bool] = lambda _exc: True,
+) -> T:
+    """`call(step)` until it succeeds, `again(error)` says no, or `timeout` has passed.
 
-    The consumer (not yet assigned anything, so it consumes nothing) is polled in between,
-    which hands over its log lines: a broker that cannot be reached shows in the log at
-    once, not when the whole wait is over.
+    A blocking client call hands over no log lines while it waits; asked a second at a time
+    with `poll(0)` in between, a broker that cannot be reached shows in the log at once,
+    not when the whole wait is over. For calls that may be made again after timing out.
     """
     deadline = time.monotonic() + timeout
     while True:
         step = min(LOG_SERVING_STEP, max(0.01, deadline - time.monotonic()))
         try:
-            metadata: ClusterMetadata = consumer.list_topics(topic, timeout=step)
-            return metadata
-        except KafkaException:
-            if time.monotonic() >= deadline:
+            return call(step)
+        except KafkaException as exc:
+            if not again(exc) or time.monotonic() >= deadline:
                 raise
         finally:
-            consumer.poll(0)
+            poll(0)
+
+
+def topic_metadata(consumer: Consumer, topic: str, timeout: float) -> ClusterMetadata:
+    """`consumer.list_topics(topic)` within `timeout`, in steps (see `in_steps`); polling a
+    consumer not yet assigned anything consumes nothing."""
+
+    def ask(step: float) -> ClusterMetadata:
+        metadata: ClusterMetadata = consumer.list_topics(topic, timeout=step)
+        return metadata
+
+    return in_steps(ask, consumer.poll, timeout)
 
 
 def _client_id(settings: Settings) -> str:

@@ -28,11 +28,11 @@ from confluent_kafka import (
 from hookstream.core.codec import Codec
 from hookstream.core.deadletter import PROCESS_ERRORS, refuse
 from hookstream.core.kafka import (
-    LOG_SERVING_STEP,
     Headers,
     consume_batch,
     consumer_config,
     header_pairs,
+    in_steps,
     next_offsets,
     producer_config,
 )
@@ -130,7 +130,9 @@ class Router:
                 extra={"transaction.timeout.ms": int(TRANSACTION_TIMEOUT * 1000)},
             )
         )
-        _init_transactions(producer, 30)
+        # In steps (a call that timed out carries on where it stopped), so that a broker
+        # that cannot be reached shows in the log while the router waits.
+        in_steps(producer.init_transactions, producer.poll, 30, _retriable)
         consumer = Consumer(
             with_lag_metrics(
                 consumer_config(self.settings, ROUTER_GROUP, {"enable.auto.commit": False})
@@ -343,21 +345,8 @@ def _send_offsets(producer: Producer, consumer: Consumer, batch: Sequence[Messag
         raise failure[0]
 
 
-def _init_transactions(producer: Producer, timeout: float) -> None:
-    """`init_transactions` within `timeout`, a second at a time with the producer polled in
-    between, so that a broker that cannot be reached shows in the log while the router waits.
-    A call that timed out may be made again: it carries on where the last one stopped."""
-    deadline = time.monotonic() + timeout
-    while True:
-        step = min(LOG_SERVING_STEP, max(0.01, deadline - time.monotonic()))
-        try:
-            producer.init_transactions(step)
-            return
-        except KafkaException as exc:
-            if not exc.args[0].retriable() or time.monotonic() >= deadline:
-                raise
-        finally:
-            producer.poll(0)
+def _retriable(exc: KafkaException) -> bool:
+    return bool(exc.args[0].retriable())
 
 
 def _commit(producer: Producer) -> None:
