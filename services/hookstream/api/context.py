@@ -101,23 +101,40 @@ class Api:
             raise unavailable(str(exc)) from None
 
     async def write_through(
-        self, view: CompactedView[Any], topic: str, what: str, key: str, value: bytes | None
-    ) -> None:
-        """Produce to a compacted topic, then wait until our own view has applied it."""
+        self,
+        view: CompactedView[Any],
+        topic: str,
+        what: str,
+        key: str,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> bool:
+        """Produce to a compacted topic, then wait until our own view has read it.
+
+        True when the view applied the record; False when it refused it (a view with
+        optimistic concurrency, core.versions: another write of the key came first).
+        """
         self.require_ready(view, what)
         started = time.monotonic()
-        [written] = await self.produce([Record(topic, key.encode(), value)])
-        remaining = max(0.0, self.settings.write_timeout - (time.monotonic() - started))
-        loop = asyncio.get_running_loop()
-        applied = await loop.run_in_executor(
-            self._view_waits, view.wait_for_offset, written.partition, written.offset, remaining
-        )
-        if not applied:
+        with view.verdicts(key) as verdicts:
+            [written] = await self.produce([Record(topic, key.encode(), value, headers)])
+            remaining = max(0.0, self.settings.write_timeout - (time.monotonic() - started))
+            loop = asyncio.get_running_loop()
+            read = await loop.run_in_executor(
+                self._view_waits,
+                view.wait_for_offset,
+                written.partition,
+                written.offset,
+                remaining,
+            )
+        if not read:
             raise unavailable(
                 f"the {what} change was written but this API instance has not applied it within "
                 f"{self.settings.write_timeout:g} s; read it again shortly",
                 {"id": key},
             )
+        # Absent: the view dead-lettered the record (e.g. undecodable): not applied either.
+        return verdicts.get((written.partition, written.offset), False)
 
     def close(self) -> None:
         self._view_waits.shutdown(wait=False, cancel_futures=True)

@@ -31,6 +31,8 @@ class Operation:
     # For the few routes that do not answer JSON.
     media_type: str = "application/json"
     description: str | None = None
+    # The success answer carries the resource's version as `ETag` (used with If-Match).
+    etag: bool = False
 
 
 _OPERATIONS: dict[Handler, Operation] = {}
@@ -48,9 +50,10 @@ def operation(
     public: bool = False,
     media_type: str = "application/json",
     description: str | None = None,
+    etag: bool = False,
 ) -> Callable[[H], H]:
     described = Operation(
-        summary, tag, status, response, body, query, errors, public, media_type, description
+        summary, tag, status, response, body, query, errors, public, media_type, description, etag
     )
 
     def register(handler: H) -> H:

@@ -82,6 +82,21 @@ def invalid(field: str, message: str, **extra: Any) -> ApiError:
     )
 
 
+def precondition_failed(what: str, ident: str, etag: str) -> ApiError:
+    """412: the request's If-Match does not name the current version."""
+    return ApiError(
+        412,
+        "precondition_failed",
+        f"{what} {ident!r} has changed since the version If-Match names; read it again",
+        {"etag": etag},
+        {"ETag": etag},
+    )
+
+
+def conflict(message: str, details: Any = None) -> ApiError:
+    return ApiError(409, "conflict", message, details)
+
+
 def unavailable(message: str, details: Any = None) -> ApiError:
     return ApiError(503, "unavailable", message, details)
 

@@ -28,7 +28,9 @@ ERROR_DESCRIPTIONS = {
     400: "The body is not a JSON object",
     401: "Missing or invalid API key",
     404: "No such resource for this tenant, or no such route",
-    409: "The resource's state does not allow this",
+    409: "The resource's state does not allow this, or it kept changing concurrently while this "
+    "request tried to change it (read it again and retry)",
+    412: "If-Match does not name the current version; `details.etag` (and ETag) is the current one",
     413: "The body or event is too large",
     422: "A field is invalid; `details` names each one",
     503: "Kafka, the store or a view is unavailable; safe to retry",
@@ -63,6 +65,21 @@ IDEMPOTENCY_PARAMETER = {
         "maxLength": MAX_KEY_CHARS,
         "pattern": KEY_PATTERN,
     },
+}
+IF_MATCH_PARAMETER = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": (
+        "The ETag of the version this change is based on (or `*`): the change is made only "
+        "if it is still the current version, else 412. Without it, a change that races "
+        "another writer is made again on the fresh state, or answered 409."
+    ),
+    "schema": {"type": "string"},
+}
+ETAG_RESPONSE_HEADER = {
+    "description": "The webhook's version, for If-Match",
+    "schema": {"type": "string"},
 }
 REPLAYED_RESPONSE_HEADER = {
     "description": f"`true` when this is the kept answer of an earlier request with the same "
@@ -131,6 +148,7 @@ def _operation(method: str, path: str, op: Operation, keyed: Keyed) -> dict[str,
             *_path_parameters(path),
             *_query_parameters(op),
             *([IDEMPOTENCY_PARAMETER] if idempotent else []),
+            *([IF_MATCH_PARAMETER] if 412 in op.errors else []),
         ],
         "responses": _responses(op, keyed, idempotent),
     }
@@ -197,10 +215,15 @@ def _responses(op: Operation, keyed: Keyed, idempotent: bool) -> dict[str, Any]:
     success: dict[str, Any] = {"description": op.summary}
     descriptions = ERROR_DESCRIPTIONS
     errors = set(op.errors) if op.public else {401, *op.errors}
+    headers: dict[str, Any] = {}
+    if op.etag:
+        headers["ETag"] = ETAG_RESPONSE_HEADER
     if idempotent:
-        success["headers"] = {REPLAYED_HEADER: REPLAYED_RESPONSE_HEADER}
+        headers[REPLAYED_HEADER] = REPLAYED_RESPONSE_HEADER
         descriptions = IDEMPOTENT_ERROR_DESCRIPTIONS
         errors.update(IDEMPOTENT_ERRORS)
+    if headers:
+        success["headers"] = headers
     if op.response is not None:
         success["content"] = {op.media_type: {"schema": keyed[(op.response, "serialization")]}}
     elif op.status != 204:

@@ -1,4 +1,5 @@
-"""Background upkeep of the API process: purging expired event-id claims and Idempotency-Keys."""
+"""Background upkeep of the API process: purging expired event-id claims and Idempotency-Keys,
+and settling webhook records the views refused (api.manage.settle_webhooks)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,47 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from hookstream.api.context import API, Api
+from hookstream.api.errors import ApiError
+from hookstream.api.manage import settle_webhooks
 from hookstream.api.times import now_ms
 
 log = logging.getLogger(__name__)
 
+# A refused record is settled after this long: a writer that lost a race usually writes its
+# change again at once, which settles the key by itself. Far below the webhooks topic's
+# min.compaction.lag.ms, so compaction never sees a refused record as the last of its key.
+SETTLE_AFTER = 5.0
+
 
 async def upkeep_context(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx (after the Api context): run the purge loop while the app serves."""
-    task = asyncio.create_task(_purge_forever(app[API]), name="api-upkeep")
+    tasks = [
+        asyncio.create_task(_purge_forever(app[API]), name="api-upkeep"),
+        asyncio.create_task(_settle_forever(app[API]), name="api-settle"),
+    ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _settle_forever(api: Api) -> None:
+    while True:
+        await asyncio.sleep(SETTLE_AFTER / 2)
+        unsettled = api.webhooks.unsettled(SETTLE_AFTER)
+        if not unsettled:
+            continue
+        try:
+            settled = await settle_webhooks(api, unsettled)
+        except ApiError as exc:  # Kafka unavailable: the keys stay unsettled, next turn
+            log.warning("api: settling refused webhook records: %s", exc.message)
+            continue
+        except Exception:
+            log.exception("api: settling refused webhook records failed")
+            continue
+        log.info("api: settled %d webhook(s) after refused records", settled)
 
 
 async def _purge_forever(api: Api) -> None:

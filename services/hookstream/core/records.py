@@ -43,13 +43,20 @@ class Webhook:
     disabled_reason: str | None = None
     created_at_ms: int = 0
     updated_at_ms: int = 0
+    # Optimistic concurrency (core.versions): a write carries the version it read + 1.
+    version: int = 0
 
     def stored_secrets_at(self, now_ms: int) -> list[StoredSecret]:
         """The stored secrets that sign at `now_ms`, in order; `Keyring.decrypt` opens them."""
         return [secret.value for secret in self.secrets if secret.valid_at(now_ms)]
 
+    def next_version(self, now_ms: int, **changes: Any) -> Webhook:
+        """This webhook with `changes`, as a write based on this version."""
+        return replace(self, **changes, updated_at_ms=now_ms, version=self.version + 1)
+
     def disabled(self, reason: str, now_ms: int) -> Webhook:
-        return replace(self, enabled=False, disabled_reason=reason, updated_at_ms=now_ms)
+        """A machine writer's change: only `enabled` and the reason, on this version."""
+        return self.next_version(now_ms, enabled=False, disabled_reason=reason)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -65,6 +72,7 @@ class Webhook:
             "disabled_reason": self.disabled_reason,
             "created_at_ms": self.created_at_ms,
             "updated_at_ms": self.updated_at_ms,
+            "version": self.version,
         }
 
     @classmethod
@@ -85,6 +93,7 @@ class Webhook:
             disabled_reason=record.get("disabled_reason"),
             created_at_ms=record["created_at_ms"],
             updated_at_ms=record["updated_at_ms"],
+            version=record.get("version", 0),
         )
 
 

@@ -41,11 +41,24 @@ class RetryTier:
         return tier_name(self.delay)
 
 
+# A refused webhook record stays the last of its key until the API settles it, seconds
+# later (core.versions); compaction must not see it as the last one before that.
+WEBHOOKS_MIN_COMPACTION_LAG_MS = 3_600_000
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str
     partitions: int
     compacted: bool = False
+    min_compaction_lag_ms: int | None = None
+
+    def config(self) -> dict[str, str]:
+        """The topic configs hookstream creates the topic with."""
+        config = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.min_compaction_lag_ms is not None:
+            config["min.compaction.lag.ms"] = str(self.min_compaction_lag_ms)
+        return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +125,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     topics = Topics.from_settings(settings)
     specs = [
         TopicSpec(topics.events, settings.events_partitions),
-        TopicSpec(topics.webhooks, settings.compacted_partitions, compacted=True),
+        TopicSpec(
+            topics.webhooks,
+            settings.compacted_partitions,
+            compacted=True,
+            min_compaction_lag_ms=WEBHOOKS_MIN_COMPACTION_LAG_MS,
+        ),
         TopicSpec(topics.principals, settings.compacted_partitions, compacted=True),
         TopicSpec(topics.deliveries, settings.deliveries_partitions),
     ]

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from confluent_kafka import (
@@ -38,6 +38,7 @@ from hookstream.core.deadletter import (
 from hookstream.core.kafka import admin_client, consumer_config, header_pairs, topic_metadata
 from hookstream.core.records import Principal, Webhook
 from hookstream.core.settings import Settings
+from hookstream.core.versions import Headers, admits, tombstone_version
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ T = TypeVar("T")
 
 ChangeHandler = Callable[[str, T | None], None]
 DeathHandler = Callable[[BaseException], None]
+# (held, key deleted before, incoming or None for a tombstone, the record's headers) -> apply?
+Admit = Callable[[T | None, bool, T | None, Headers], bool]
 
 
 class ViewNotReadyError(Exception):
@@ -62,6 +65,7 @@ class CompactedView(Generic[T]):
         on_change: ChangeHandler[T] | None = None,
         dead_letters: DeadLetterSink | None = None,
         key_of: Callable[[T], str] | None = None,
+        admit: Admit[T] | None = None,
     ) -> None:
         self._settings = settings
         self._topic = topic
@@ -70,6 +74,14 @@ class CompactedView(Generic[T]):
         self._dead_letters = dead_letters
         self._key_of = key_of
         self._items: dict[str, T] = {}
+        # With `admit` (optimistic concurrency, core.versions): keys a tombstone deleted, and
+        # keys whose latest record was refused, with when (monotonic s), until a record of
+        # theirs is applied again.
+        self._admit = admit
+        self._deleted: set[str] = set()
+        self._unsettled: dict[str, float] = {}
+        # Open `verdicts` of writers waiting to learn whether their record was applied.
+        self._verdicts: dict[str, list[dict[tuple[int, int], bool]]] = {}
         # Held while applying a change; callers that need a consistent snapshot hold it too.
         self.lock = threading.RLock()
         self._applied = threading.Condition(self.lock)
@@ -169,6 +181,35 @@ class CompactedView(Generic[T]):
     def get(self, key: str) -> T | None:
         return self._items.get(key)
 
+    @contextlib.contextmanager
+    def verdicts(self, key: str) -> Iterator[dict[tuple[int, int], bool]]:
+        """While open: (partition, offset) -> applied, for every record of `key` this view
+        reads. A writer opens it before producing and looks up its own record's offset after
+        `wait_for_offset`: whether its write won, not merely whether the view moved on.
+        """
+        seen: dict[tuple[int, int], bool] = {}
+        with self.lock:
+            self._verdicts.setdefault(key, []).append(seen)
+        try:
+            yield seen
+        finally:
+            with self.lock:
+                open_ = self._verdicts.get(key, [])
+                open_.remove(seen)
+                if not open_:
+                    self._verdicts.pop(key, None)
+
+    def unsettled(self, older_than: float) -> list[str]:
+        """Keys whose latest record this view refused at least `older_than` seconds ago.
+
+        That record is still the last of its key in the log, and compaction keeps the last:
+        a view read after compaction would apply it. Writing the state the views hold after
+        it (`settle`) makes the log's last record one every view applied.
+        """
+        cutoff = time.monotonic() - older_than
+        with self.lock:
+            return [key for key, since in self._unsettled.items() if since <= cutoff]
+
     def values(self) -> list[T]:
         with self.lock:
             return list(self._items.values())
@@ -228,16 +269,17 @@ class CompactedView(Generic[T]):
         carries, a change handler that raised) is skipped with a dead letter and the view
         keeps what it had for that key; it never stops the view or a service's start-up.
         """
+        headers = header_pairs(message)  # once: see header_pairs
         with self._applied:
             try:
-                self._apply_change(message)
+                self._apply_change(message, headers)
             except PROCESS_ERRORS:
                 raise
             except Exception as exc:
                 if self._dead_letters is not None:
-                    self._dead_letters.refuse(message, exc)
+                    self._dead_letters.refuse(message, exc, headers)
                 else:
-                    refuse(self._topic, message, header_pairs(message), exc)  # logged only
+                    refuse(self._topic, message, headers, exc)  # logged only
             self._next_offsets[message.partition() or 0] = (message.offset() or 0) + 1
             self._applied.notify_all()
 
@@ -256,24 +298,46 @@ class CompactedView(Generic[T]):
             self._next_offsets[partition] = offset
             self._applied.notify_all()
 
-    def _apply_change(self, message: Message) -> None:
+    def _apply_change(self, message: Message, headers: Headers) -> None:
         raw_key = message.key()
         if not isinstance(raw_key, bytes):
             raise RejectedRecord("missing_key", "compacted topic records need a key")
         key = raw_key.decode("utf-8", "replace")
         value = message.value()
         previous = self._items.get(key)
-        if value is None:
-            self._items.pop(key, None)
-            self._notify(key, None, previous)
-            return
-        item = self._decode(value)
-        if self._key_of is not None and self._key_of(item) != key:
+        item = None if value is None else self._decode(value)
+        if item is not None and self._key_of is not None and self._key_of(item) != key:
             raise RejectedRecord(
                 "key_mismatch", f"record key {key!r} is not the id {self._key_of(item)!r} it holds"
             )
+        applied = self._admit is None or self._admit(previous, key in self._deleted, item, headers)
+        self._tell_writers(key, message, applied)
+        if not applied:
+            # A write based on a stale read, or a copy of a deleted webhook: the view keeps
+            # what it holds. Not an error of the record's producer to dead-letter.
+            log.info(
+                "view of %s: %s[%s]@%s for %s is based on a stale version; not applied",
+                self._topic,
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                key,
+            )
+            self._unsettled.setdefault(key, time.monotonic())
+            return
+        self._unsettled.pop(key, None)
+        if item is None:
+            self._items.pop(key, None)
+            if self._admit is not None:
+                self._deleted.add(key)
+            self._notify(key, None, previous)
+            return
         self._items[key] = item
         self._notify(key, item, previous)
+
+    def _tell_writers(self, key: str, message: Message, applied: bool) -> None:
+        for seen in self._verdicts.get(key, ()):
+            seen[(message.partition() or 0, message.offset() or 0)] = applied
 
     def _notify(self, key: str, item: T | None, previous: T | None) -> None:
         if self._on_change is None:
@@ -343,7 +407,16 @@ def webhook_view(
     def decode(value: bytes) -> Webhook:
         return codec.read(Webhook, value)
 
-    return CompactedView(settings, topic, decode, on_change, dead_letters, _webhook_id)
+    return CompactedView(
+        settings, topic, decode, on_change, dead_letters, _webhook_id, _admit_webhook
+    )
+
+
+def _admit_webhook(
+    held: Webhook | None, deleted: bool, incoming: Webhook | None, headers: Headers
+) -> bool:
+    deletes = tombstone_version(headers) if incoming is None else None
+    return admits(held, deleted, incoming, deletes)
 
 
 def principal_view(

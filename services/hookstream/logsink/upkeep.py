@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from hookstream.core.codec import Codec
 from hookstream.core.records import Event, Webhook
@@ -21,6 +21,8 @@ from hookstream.store import Store
 log = logging.getLogger(__name__)
 
 DISABLED_EVENT_TYPE = "webhook.disabled"
+# An auto-disable that keeps losing to other writers is tried again at the next run.
+DISABLE_TRIES = 5
 
 
 def disabled_event_id(webhook_id: str, failing_since_ms: int) -> str:
@@ -63,19 +65,63 @@ class Upkeep:
         for failing in self.store.webhooks_failing_since(cutoff_ms):
             webhook = self.webhooks.get(failing.webhook_id)
             if webhook is not None and webhook.enabled:
-                self._disable(webhook, failing.failing_since_ms, now_ms)
-                metrics.AUTO_DISABLES.inc()
-                disabled += 1
+                done = self._disable(webhook, failing.failing_since_ms, now_ms)
+                if done is None:
+                    continue  # not settled this run: the streak stays unmarked, next run
+                if done:
+                    metrics.AUTO_DISABLES.inc()
+                    disabled += 1
             # Marked even when already disabled or deleted: nothing more to do this streak.
             self.store.mark_auto_disabled(failing.webhook_id, failing.failing_since_ms)
         return disabled
 
-    def _disable(self, webhook: Webhook, failing_since_ms: int, now_ms: int) -> None:
+    def _disable(self, webhook: Webhook, failing_since_ms: int, now_ms: int) -> bool | None:
+        """Disable `webhook` on its current version, then tell its tenant.
+
+        True: disabled by us; False: disabled or deleted meanwhile by someone else, nothing
+        left to do; None: it kept changing (or the view lags), try again next run. Only what
+        the log-sink owns changes (enabled + reason, core.versions), and the event goes out
+        only once our record has won: a lost race must not announce a disable that isn't.
+        """
         since = _iso(failing_since_ms)
         reason = f"auto-disabled: every delivery attempt failed since {since}"
-        updated = webhook.disabled(reason, now_ms)
-        key = webhook.id.encode()
-        self.producer.produce(self.topics.webhooks, key=key, value=self.codec.write(updated))
+        record = webhook.disabled(reason, now_ms)
+        for _ in range(DISABLE_TRIES):
+            won = self._write(record)
+            if won is None:
+                return None
+            if won:
+                self._announce(webhook, reason, failing_since_ms, now_ms)
+                return True
+            current = self.webhooks.get(webhook.id)
+            if current is None or not current.enabled:
+                return False
+            record = current.disabled(reason, now_ms)
+        log.warning("log-sink: webhook %s kept changing; auto-disable tried next run", webhook.id)
+        return None
+
+    def _write(self, record: Webhook) -> bool | None:
+        """Write `record`; whether the views applied it (None: our view has not read it yet)."""
+        written: list[tuple[int, int]] = []
+
+        def acknowledged(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                written.append((message.partition() or 0, message.offset() or 0))
+
+        key, value = record.id.encode(), self.codec.write(record)
+        with self.webhooks.verdicts(record.id) as verdicts:
+            self.producer.produce(
+                self.topics.webhooks, key=key, value=value, on_delivery=acknowledged
+            )
+            if self.producer.flush(30) != 0 or not written:
+                raise RuntimeError("auto-disable record was not acknowledged by Kafka")
+            partition, offset = written[0]
+            if not self.webhooks.wait_for_offset(partition, offset, 30):
+                return None
+        return verdicts.get((partition, offset), False)
+
+    def _announce(self, webhook: Webhook, reason: str, failing_since_ms: int, now_ms: int) -> None:
+        since = _iso(failing_since_ms)
         data = {
             "webhook_id": webhook.id,
             "name": webhook.name,
@@ -95,9 +141,9 @@ class Upkeep:
         self.producer.produce(
             self.topics.events, key=webhook.tenant_id.encode(), value=self.codec.write(event)
         )
-        # Both records must be durable before the store says this streak is handled.
+        # Durable before the store says this streak is handled.
         if self.producer.flush(30) != 0:
-            raise RuntimeError("auto-disable records were not acknowledged by Kafka")
+            raise RuntimeError("webhook.disabled event was not acknowledged by Kafka")
         log.info("log-sink: auto-disabled webhook %s (%s)", webhook.id, reason)
 
     def apply_retention(self) -> int:

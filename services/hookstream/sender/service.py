@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 OUTSTANDING_PER_SLOT = 4
 # Seconds a retry record may hold its partition beyond its tier's longest jittered delay.
 REQUEUE_SLACK = 0.05
+# A 410-disable that keeps losing to other writers gives up after this many tries.
+DISABLE_TRIES = 5
 
 
 class Sender:
@@ -212,6 +214,9 @@ class Sender:
         if conclusion.outcome not in (Outcome.SKIPPED, Outcome.REFUSED):
             self._answer_times.record(webhook_id, conclusion.attempt.duration_ms / 1000)
         await self._produce(self._outputs(item, delivery, conclusion, trace))
+        if conclusion.disabled_webhook is not None:
+            # Before the record counts as finished: a crash before it repeats the attempt.
+            await self._disable(conclusion.disabled_webhook)
         _count(conclusion, delivery)
         _log_attempt(conclusion)
 
@@ -341,9 +346,33 @@ class Sender:
                 event_id=delivery.event_id,
             )
             out.append(Record(self.topics.dlq, key, write(record)))
-        if conclusion.disabled_webhook is not None:
-            out.append(Record(self.topics.webhooks, key, write(conclusion.disabled_webhook)))
         return out
+
+    async def _disable(self, wanted: Webhook) -> None:
+        """Write a 410-disable on the webhook's current version until the views apply it.
+
+        The sender changes only what it owns (enabled + reason): when another writer's
+        record came first (a rotation, a rename), the disable is made again on that version;
+        a webhook deleted or disabled meanwhile is left as it is (core.versions).
+        """
+        loop = asyncio.get_running_loop()
+        record = wanted
+        for _ in range(DISABLE_TRIES):
+            key = record.id.encode()
+            with self.webhooks.verdicts(record.id) as verdicts:
+                [written] = await self.writer.write_all(
+                    [Record(self.topics.webhooks, key, self.codec.write(record))]
+                )
+                read = await loop.run_in_executor(
+                    None, self.webhooks.wait_for_offset, written.partition, written.offset
+                )
+            if not read or verdicts.get((written.partition, written.offset), False):
+                return  # applied (or our view lags: the views decide without us)
+            current = self.webhooks.get(record.id)
+            if current is None or not current.enabled:
+                return
+            record = current.disabled(wanted.disabled_reason or "", int(time.time() * 1000))
+        log.warning("sender: webhook %s kept changing; not disabled on 410", wanted.id)
 
     async def _produce(self, records: Sequence[Record]) -> None:
         """Produce every record and wait until Kafka has acknowledged all of them."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -146,8 +146,10 @@ def _rewrite(codec: Codec, keyring: Keyring, value: bytes) -> tuple[bytes | None
         return None, str(exc)
     if updated is webhook:
         return None, None
-    # updated_at_ms stays: the webhook did not change, only how its secrets are stored.
-    return codec.write(updated), None
+    # updated_at_ms stays: the webhook did not change, only how its secrets are stored. It is
+    # still a write based on this version (core.versions): one that raced another writer is
+    # refused by the views, and `_overtaken` re-applies it to the winner.
+    return codec.write(replace(updated, version=webhook.version + 1)), None
 
 
 def _consume(

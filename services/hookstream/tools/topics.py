@@ -24,7 +24,7 @@ class TopicReport:
 
 
 def _policy(spec: TopicSpec) -> str:
-    return "compact" if spec.compacted else "delete"
+    return spec.config()["cleanup.policy"]
 
 
 def create_topics(settings: Settings, timeout: float = 30.0) -> TopicReport:
@@ -40,7 +40,7 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> TopicReport:
                 spec.name,
                 num_partitions=spec.partitions,
                 replication_factor=settings.replication_factor,
-                config={"cleanup.policy": _policy(spec)},
+                config=spec.config(),
             )
             for spec in missing
         ]

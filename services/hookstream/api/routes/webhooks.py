@@ -10,6 +10,7 @@ from hookstream.api.context import Api
 from hookstream.api.docs import operation
 from hookstream.api.errors import invalid
 from hookstream.api.lookup import api_of, find_webhook, read_scope, webhooks_in_scope
+from hookstream.api.manage import IfMatch, etag
 from hookstream.api.manage import create_webhook as create
 from hookstream.api.manage import delete_webhook as delete
 from hookstream.api.manage import rotate_secret as rotate
@@ -35,6 +36,19 @@ routes = web.RouteTableDef()
 TAG = "webhooks"
 
 
+def _if_match(request: web.Request) -> IfMatch:
+    """The strong entity tags of If-Match (RFC 9110 compares them strongly), or None."""
+    tags = request.if_match
+    if tags is None:
+        return None
+    return tuple("*" if t.value == "*" else f'"{t.value}"' for t in tags if not t.is_weak)
+
+
+def _tagged(response: web.Response, webhook: Webhook) -> web.Response:
+    response.headers["ETag"] = etag(webhook)
+    return response
+
+
 def _with_secret(api: Api, webhook: Webhook, secret: str, now: int) -> WebhookWithSecret:
     """The one response that shows `secret`, the plaintext of the (encrypted) current one."""
     return WebhookWithSecret(**webhook_out(webhook, now, api.keyring).model_dump(), secret=secret)
@@ -48,6 +62,7 @@ def _with_secret(api: Api, webhook: Webhook, secret: str, now: int) -> WebhookWi
     response=WebhookWithSecret,
     body=WebhookCreate,
     errors=(400, 413, 422, 503),
+    etag=True,
     description=(
         "A repeat with the same `Idempotency-Key` within its window gets this same answer, "
         "the full secret included, and creates nothing: the key is for a client whose first "
@@ -58,7 +73,7 @@ async def create_webhook(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
     body = await read_body(request, WebhookCreate)
     webhook, secret = await create(api, caller(request).write_tenant(body.tenant_id), body)
-    return respond(_with_secret(api, webhook, secret, now_ms()), 201)
+    return _tagged(respond(_with_secret(api, webhook, secret, now_ms()), 201), webhook)
 
 
 @routes.get("/v1/webhooks")
@@ -100,9 +115,11 @@ async def list_webhooks(request: web.Request) -> web.StreamResponse:
     response=WebhookOut,
     query=TenantQuery,
     errors=(404, 422, 503),
+    etag=True,
 )
 async def get_webhook(request: web.Request) -> web.StreamResponse:
-    return respond(webhook_out(find_webhook(request), now_ms(), api_of(request).keyring))
+    webhook = find_webhook(request)
+    return _tagged(respond(webhook_out(webhook, now_ms(), api_of(request).keyring)), webhook)
 
 
 @routes.patch("/v1/webhooks/{id}")
@@ -112,14 +129,16 @@ async def get_webhook(request: web.Request) -> web.StreamResponse:
     response=WebhookOut,
     body=WebhookUpdate,
     query=TenantQuery,
-    errors=(400, 404, 413, 422, 503),
+    errors=(400, 404, 409, 412, 413, 422, 503),
+    etag=True,
     description="Setting `enabled` to true clears the disabled reason.",
 )
 async def update_webhook(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
     body = await read_body(request, WebhookUpdate)
-    updated = await update(api, read_scope(request), request.match_info["id"], body)
-    return respond(webhook_out(updated, now_ms(), api.keyring))
+    webhook_id = request.match_info["id"]
+    updated = await update(api, read_scope(request), webhook_id, body, _if_match(request))
+    return _tagged(respond(webhook_out(updated, now_ms(), api.keyring)), updated)
 
 
 @routes.delete("/v1/webhooks/{id}")
@@ -128,10 +147,11 @@ async def update_webhook(request: web.Request) -> web.StreamResponse:
     TAG,
     status=204,
     query=TenantQuery,
-    errors=(404, 422, 503),
+    errors=(404, 409, 412, 422, 503),
 )
 async def delete_webhook(request: web.Request) -> web.StreamResponse:
-    await delete(api_of(request), read_scope(request), request.match_info["id"])
+    webhook_id = request.match_info["id"]
+    await delete(api_of(request), read_scope(request), webhook_id, _if_match(request))
     return web.Response(status=204)
 
 
@@ -142,7 +162,8 @@ async def delete_webhook(request: web.Request) -> web.StreamResponse:
     response=WebhookWithSecret,
     body=RotateSecret,
     query=TenantQuery,
-    errors=(400, 404, 413, 422, 503),
+    errors=(400, 404, 409, 412, 413, 422, 503),
+    etag=True,
     description=(
         "With grace_period_seconds 0 (the default) the old secret stops signing at once; "
         "otherwise requests carry a signature for each secret until the grace period ends."
@@ -152,5 +173,6 @@ async def rotate_secret(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
     body = await read_body(request, RotateSecret)
     scope, webhook_id = read_scope(request), request.match_info["id"]
-    rotated, secret = await rotate(api, scope, webhook_id, body.grace_period_seconds)
-    return respond(_with_secret(api, rotated, secret, now_ms()))
+    grace = body.grace_period_seconds
+    rotated, secret = await rotate(api, scope, webhook_id, grace, _if_match(request))
+    return _tagged(respond(_with_secret(api, rotated, secret, now_ms())), rotated)
