@@ -22,7 +22,7 @@ from hookstream.core.codec import (
     default_codec,
     schema_fingerprint,
 )
-from hookstream.core.records import Event
+from hookstream.core.records import Event, Webhook
 from hookstream.core.resources import schemas_dir
 from hookstream.router.json_events import decode_json_event
 
@@ -101,6 +101,7 @@ RECORDS: list[tuple[str, dict[str, Any]]] = [
             "disabled_reason": None,
             "created_at_ms": 1,
             "updated_at_ms": 2,
+            "version": 1,
         },
     ),
     (
@@ -121,6 +122,7 @@ RECORDS: list[tuple[str, dict[str, Any]]] = [
             "disabled_reason": "endpoint returned 410 Gone",
             "created_at_ms": 1,
             "updated_at_ms": 3,
+            "version": 7,
         },
     ),
     ("Principal", {"id": "usr_1", "tenant_id": "ten_1", "permissions": ["invoices:read"]}),
@@ -275,6 +277,22 @@ def test_old_attempt_decodes_with_current_reader(codec: Codec) -> None:
         "body": None,
     }
     assert codec.identify(old_bytes) == "Attempt"
+
+
+def test_old_webhook_decodes_as_version_zero(codec: Codec) -> None:
+    """A webhook written before versions existed reads as version 0 (core.versions)."""
+    old_schema = _load("history/webhook.v1.avsc")
+    [old_record] = [
+        {key: value for key, value in record.items() if key != "version"}
+        for name, record in RECORDS
+        if name == "Webhook" and record["id"] == "wh_2"
+    ]
+    body = BytesIO()
+    schemaless_writer(body, parse_schema(old_schema), old_record)
+    old_bytes = MAGIC + schema_fingerprint(old_schema) + body.getvalue()
+
+    assert codec.decode("Webhook", old_bytes) == {**old_record, "version": 0}
+    assert codec.read(Webhook, old_bytes).version == 0
 
 
 def test_old_dead_letter_decodes_with_current_reader(codec: Codec) -> None:

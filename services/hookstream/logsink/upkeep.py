@@ -95,21 +95,26 @@ class Upkeep:
                 return True
             current = self.webhooks.get(webhook.id)
             if current is None or not current.enabled:
+                # Our refused record is the last of its key: the state the views hold goes
+                # after it (settling), so compaction keeps that.
+                self._write(current, webhook.id)
                 return False
             record = current.disabled(reason, now_ms)
         log.warning("log-sink: webhook %s kept changing; auto-disable tried next run", webhook.id)
         return None
 
-    def _write(self, record: Webhook) -> bool | None:
-        """Write `record`; whether the views applied it (None: our view has not read it yet)."""
+    def _write(self, record: Webhook | None, webhook_id: str = "") -> bool | None:
+        """Write `record` (None: a tombstone of `webhook_id`); whether the views applied it
+        (None: our view has not read it yet)."""
         written: list[tuple[int, int]] = []
 
         def acknowledged(error: KafkaError | None, message: Message) -> None:
             if error is None:
                 written.append((message.partition() or 0, message.offset() or 0))
 
-        key, value = record.id.encode(), self.codec.write(record)
-        with self.webhooks.verdicts(record.id) as verdicts:
+        key_text = webhook_id if record is None else record.id
+        key, value = key_text.encode(), None if record is None else self.codec.write(record)
+        with self.webhooks.verdicts(key_text) as verdicts:
             self.producer.produce(
                 self.topics.webhooks, key=key, value=value, on_delivery=acknowledged
             )

@@ -370,6 +370,10 @@ class Sender:
                 return  # applied (or our view lags: the views decide without us)
             current = self.webhooks.get(record.id)
             if current is None or not current.enabled:
+                # Deleted or disabled meanwhile: nothing to change, but our refused record is
+                # the last of its key; the state the views hold goes after it (settling).
+                value = None if current is None else self.codec.write(current)
+                await self.writer.write_all([Record(self.topics.webhooks, key, value)])
                 return
             record = current.disabled(wanted.disabled_reason or "", int(time.time() * 1000))
         log.warning("sender: webhook %s kept changing; not disabled on 410", wanted.id)
