@@ -60,6 +60,7 @@ def make_webhook(
         owner_id=owner_id,
         created_at_ms=now_ms,
         updated_at_ms=now_ms,
+        version=1,
     )
 
 
@@ -78,6 +79,7 @@ class Platform:
         return webhook
 
     def delete_webhook(self, webhook_id: str) -> None:
+        # Without a version header: deletes whatever version the views hold (core.versions).
         self.producer.produce(self.topics.webhooks, key=webhook_id.encode(), value=None)
         self.flush()
 

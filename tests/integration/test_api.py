@@ -262,9 +262,22 @@ def test_openapi_documents_exactly_the_routes(stack: Stack, api: Client) -> None
             if path.startswith("/v1/"):
                 assert "401" in op["responses"], f"{method} {path} omits 401"
             headers = [p["name"] for p in op["parameters"] if p["in"] == "header"]
-            # Every POST of the API, and only those, takes an Idempotency-Key.
+            # Every POST of the API, and only those, takes an Idempotency-Key; the changes of
+            # one webhook take If-Match (and answer 412 when it no longer matches).
             expected = ["Idempotency-Key"] if method == "post" and path.startswith("/v1/") else []
+            if (method, path) in CONDITIONAL_WRITES:
+                expected.append("If-Match")
+                assert "412" in op["responses"], (method, path)
             assert headers == expected, (method, path)
+    get_webhook = document["paths"]["/v1/webhooks/{id}"]["get"]
+    assert "ETag" in get_webhook["responses"]["200"]["headers"]
+
+
+CONDITIONAL_WRITES = {
+    ("patch", "/v1/webhooks/{id}"),
+    ("delete", "/v1/webhooks/{id}"),
+    ("post", "/v1/webhooks/{id}/rotate-secret"),
+}
 
 
 # -- error codes --------------------------------------------------------------------------

@@ -548,8 +548,8 @@ def test_a_webhook_failing_continuously_is_auto_disabled_once_and_can_be_re_enab
     off = wait_for(disabled, timeout=90, interval=0.3, what="the webhook auto-disabled")
     assert off.disabled_reason is not None and "auto-disabled" in off.disabled_reason
     assert replace(off, enabled=True, disabled_reason=None, updated_at_ms=0) == replace(
-        failing, updated_at_ms=0
-    ), "auto-disable changed more than the enabled flag and its reason"
+        failing, updated_at_ms=0, version=failing.version + 1
+    ), "auto-disable changed more than the enabled flag and its reason (on the next version)"
     assert receiver.received("/failing"), "the endpoint was never called"
 
     store = Store.open(settings.store_url)
@@ -610,7 +610,7 @@ def test_a_webhook_failing_continuously_is_auto_disabled_once_and_can_be_re_enab
 
     # The owner fixes the endpoint and re-enables the webhook: new events flow again.
     receiver.behave("/failing", Behaviour(status=204))
-    platform.webhook(replace(off, enabled=True, disabled_reason=None, updated_at_ms=now_ms()))
+    platform.webhook(off.next_version(now_ms(), enabled=True, disabled_reason=None))
     published: set[str] = set()
 
     def resumed() -> bool:

@@ -16,7 +16,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -467,9 +466,11 @@ def test_disabled_webhook_receives_nothing_and_re_enabling_resumes(
 
     # Disable `live`, delete `doomed`, then re-enable `dormant`, in this order on the one
     # webhooks partition: the first event reaching `dormant` was routed after all three.
-    platform.webhook(replace(live, enabled=False, disabled_reason="by test"))
+    platform.webhook(
+        live.next_version(int(time.time() * 1000), enabled=False, disabled_reason="by test")
+    )
     platform.delete_webhook(doomed.id)
-    platform.webhook(replace(dormant, enabled=True))
+    platform.webhook(dormant.next_version(int(time.time() * 1000), enabled=True))
     probes = publish_until(
         platform,
         lambda published: bool(ids_at(receiver, dormant) & set(published)),
