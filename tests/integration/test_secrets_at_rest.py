@@ -369,11 +369,13 @@ def test_key_rotation_with_reencrypt_keeps_deliveries_verified(stack: Stack) -> 
     values = [s.value for w in latest.values() if w is not None for s in w.secrets]
     assert len(values) == 4 and {key_id_of(v) for v in values} == {"k2"}, values
     assert legacy_secret not in str(values)
-    # Only how the secrets are stored changed.
+    # Only how the secrets are stored changed, as the next version of each rewritten one.
     for webhook_id, webhook in latest.items():
         previous = before[webhook_id]
         assert webhook is not None and previous is not None
-        assert replace(webhook, secrets=previous.secrets) == previous
+        rewritten = webhook.secrets != previous.secrets
+        assert webhook.version == previous.version + rewritten
+        assert replace(webhook, secrets=previous.secrets, version=previous.version) == previous
 
     # 3. The old key dropped: every webhook still delivers, verified with the same secrets.
     only_new = with_key(settings, new_key)

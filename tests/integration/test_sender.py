@@ -432,11 +432,8 @@ def test_410_does_not_undo_a_change_made_during_the_request(table: Table) -> Non
     platform.delete_webhook(deleted.id)
     rotated = new_secret()
     platform.webhook(
-        replace(
-            changed,
-            name="renamed",
-            secrets=(WebhookSecret(rotated),),
-            updated_at_ms=changed.updated_at_ms + 1,
+        changed.next_version(
+            changed.updated_at_ms + 1, name="renamed", secrets=(WebhookSecret(rotated),)
         )
     )
 
