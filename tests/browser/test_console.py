@@ -13,12 +13,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.browser.conftest import DESKTOP
 from tests.browser.stack import ADMIN, KEY_A, KEY_B, TENANT_A, TENANT_B, ConsoleStack
-from tests.helpers import wait_for
+from tests.helpers import http_request, wait_for
 from tests.receiver import Behaviour
 
 pytestmark = pytest.mark.integration
@@ -247,6 +248,31 @@ def test_edit_rotate_disable_recover_and_delete(page: Page, stack: ConsoleStack)
     page.get_by_role("button", name="Delete webhook").click()
     expect(page.get_by_role("status")).to_contain_text("deleted")
     expect(page.get_by_role("link", name="renamed")).to_have_count(0)
+
+
+def test_saving_over_a_change_made_meanwhile_is_refused_and_shows_it(
+    page: Page, stack: ConsoleStack
+) -> None:
+    sign_in(page, KEY_A)
+    webhook_id, _, _ = create_webhook(page, stack, ["invoice.paid"])
+    page.get_by_role("link", name="Edit").click()
+    # While the form is open, someone else changes the webhook through the API.
+    headers = {"Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"}
+    body = orjson.dumps({"description": "changed elsewhere"})
+    path = f"/v1/webhooks/{webhook_id}"
+    assert http_request(stack.settings.api_port, "PATCH", path, body, headers).status == 200
+    page.get_by_label("Name").fill("mine")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert")).to_contain_text("changed by someone else")
+    # The form now holds the current version; saved from there, both changes stand.
+    expect(page.get_by_label("Description (optional)")).to_have_value("changed elsewhere")
+    page.get_by_label("Name").fill("mine")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("status")).to_have_text("Changes saved.")
+    expect(page.get_by_role("heading", name="mine")).to_be_visible()
+    reply = http_request(stack.settings.api_port, "GET", path, None, headers)
+    saved = orjson.loads(reply.body)
+    assert (saved["name"], saved["description"]) == ("mine", "changed elsewhere")
 
 
 def test_tenant_keys_see_only_their_tenant(

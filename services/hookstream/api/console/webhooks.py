@@ -119,23 +119,42 @@ async def webhook_page(request: web.Request) -> web.StreamResponse:
 @routes.get("/webhooks/{id}/edit")
 async def edit_webhook(request: web.Request) -> web.StreamResponse:
     webhook = _webhook(request)
-    fields = {
+    return _form_page(request, webhook, _current_fields(webhook))
+
+
+def _current_fields(webhook: Webhook) -> dict[str, Any]:
+    return {
         "name": webhook.name,
         "url": webhook.url,
         "description": webhook.description,
         "events": list(webhook.events),
     }
-    return _form_page(request, webhook, fields)
 
 
 @routes.post("/webhooks/{id}/edit")
 async def save_webhook(request: web.Request) -> web.StreamResponse:
     webhook = _webhook(request)
-    fields = _webhook_fields(await read_form(request))
+    form = await read_form(request)
+    fields = _webhook_fields(form)
+    # The version the form was opened on: saving over someone else's change made since
+    # (another user, an auto-disable) is refused, never silent.
+    version = text_field(form, "version")
+    if_match = (f'"v{version}"',) if version.isascii() and version.isdigit() else None
     try:
         body = validated(WebhookUpdate, fields)
-        await update_webhook(api_of(request), scope_of(request), webhook.id, body)
+        await update_webhook(api_of(request), scope_of(request), webhook.id, body, if_match)
     except ApiError as exc:
+        if exc.status == 412:
+            # The form saves every field: saved again as typed, it would undo the other
+            # change. So it shows the current version, to make the change on.
+            current = _webhook(request)
+            changed = ApiError(
+                412,
+                exc.code,
+                "This webhook was changed by someone else while you edited it. The form now "
+                "shows the current version: make your changes again and save.",
+            )
+            return _form_page(request, current, _current_fields(current), changed)
         if exc.status != 422:
             raise
         return _form_page(request, webhook, fields, exc)
@@ -238,7 +257,8 @@ def _form_page(
         "categories": api.catalog.by_category(),
         "error": error,
     }
-    return render(request, "webhook_form.html", context, status=422 if error else 200)
+    status = 200 if error is None else error.status
+    return render(request, "webhook_form.html", context, status=status)
 
 
 def _secret_page(
