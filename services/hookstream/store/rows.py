@@ -57,3 +57,7 @@ class FailingWebhook:
     webhook_id: str
     tenant_id: str
     failing_since_ms: int
+    last_attempt_at_ms: int = 0
+    # This streak was acted on already (disabled, or found disabled or deleted): it is offered
+    # again only from its recheck time, to see whether the webhook was re-enabled since.
+    acted_on: bool = False

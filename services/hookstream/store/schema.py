@@ -83,6 +83,9 @@ webhook_health = Table(
     # The failing_since_ms of the streak an auto-disable was issued for: a streak is acted
     # on once, and a new streak (after a success) gets a different value.
     Column("auto_disabled_streak_ms", BigInteger, nullable=True),
+    # Once a streak was acted on, the instant from which upkeep looks at it again: a webhook
+    # re-enabled without a fix, failing on, is due once it has failed that long since.
+    Column("auto_disable_recheck_ms", BigInteger, nullable=True),
     Index("ix_webhook_health_failing_since", "failing_since_ms"),
 )
 

@@ -170,22 +170,33 @@ class Store:
             changed,
         )
 
-    def mark_auto_disabled(self, webhook_id: str, failing_since_ms: int) -> bool:
-        """Record that the streak starting at `failing_since_ms` was acted on; False if it was."""
+    def mark_auto_disabled(
+        self, webhook_id: str, failing_since_ms: int, recheck_from_ms: int | None = None
+    ) -> bool:
+        """Record that the streak starting at `failing_since_ms` was acted on; False if it was.
+
+        `webhooks_failing_since` offers the streak again once its cutoff reaches
+        `recheck_from_ms` (never when None), so a webhook re-enabled in the same streak is
+        looked at again.
+        """
         h = webhook_health.c
         with write_transaction(self._engine) as conn:
-            result = conn.execute(
+            row = conn.execute(
+                select(h.auto_disabled_streak_ms)
+                .where(h.webhook_id == webhook_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                return False
+            conn.execute(
                 update(webhook_health)
-                .where(
-                    h.webhook_id == webhook_id,
-                    or_(
-                        h.auto_disabled_streak_ms.is_(None),
-                        h.auto_disabled_streak_ms != failing_since_ms,
-                    ),
+                .where(h.webhook_id == webhook_id)
+                .values(
+                    auto_disabled_streak_ms=failing_since_ms,
+                    auto_disable_recheck_ms=recheck_from_ms,
                 )
-                .values(auto_disabled_streak_ms=failing_since_ms)
             )
-            return result.rowcount == 1
+            return bool(row.auto_disabled_streak_ms != failing_since_ms)
 
     def delete_attempts_before(self, cutoff_ms: int, batch_size: int = 5000) -> int:
         """Retention: drop attempts started before `cutoff_ms`, and deliveries left empty.
@@ -383,21 +394,33 @@ class Store:
         )
 
     def webhooks_failing_since(self, cutoff_ms: int) -> list[FailingWebhook]:
-        """Webhooks failing continuously since `cutoff_ms` or earlier, not yet acted on."""
+        """Webhooks failing continuously since `cutoff_ms` or earlier, not yet acted on, or
+        acted on and due a recheck by `cutoff_ms`."""
         h = webhook_health.c
+        acted_on = h.auto_disabled_streak_ms == h.failing_since_ms
         query = (
-            select(h.webhook_id, h.tenant_id, h.failing_since_ms)
+            select(
+                h.webhook_id,
+                h.tenant_id,
+                h.failing_since_ms,
+                h.last_attempt_at_ms,
+                func.coalesce(acted_on, False).label("acted_on"),
+            )
             .where(
                 h.failing_since_ms <= cutoff_ms,
                 or_(
                     h.auto_disabled_streak_ms.is_(None),
                     h.auto_disabled_streak_ms != h.failing_since_ms,
+                    h.auto_disable_recheck_ms <= cutoff_ms,
                 ),
             )
             .order_by(h.failing_since_ms, h.webhook_id)
         )
         with self._engine.connect() as conn:
-            return [FailingWebhook(**row._mapping) for row in conn.execute(query)]
+            return [
+                FailingWebhook(**{**row._mapping, "acted_on": bool(row.acted_on)})
+                for row in conn.execute(query)
+            ]
 
 
 def _attempt_values(attempt: Attempt) -> dict[str, Any]:
