@@ -97,6 +97,9 @@ accepted_events = Table(
     Column("tenant_id", String, primary_key=True),
     Column("event_id", String, primary_key=True),
     Column("accepted_at_ms", BigInteger, nullable=False),
+    # While the publish is in flight, the token of the request that claimed the id (it alone
+    # publishes); NULL once the event is published.
+    Column("claim_token", String, nullable=True),
     Index("ix_accepted_events_accepted_at", "accepted_at_ms"),
 )
 
