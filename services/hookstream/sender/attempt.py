@@ -33,6 +33,8 @@ class Source:
     topic: str
     partition: int
     offset: int
+    # When it was appended (its Kafka timestamp), if known: see sender/absence.py.
+    appended_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
