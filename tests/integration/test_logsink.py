@@ -15,16 +15,18 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import Engine, Table, func, select
 
 from hookstream.core.codec import default_codec
-from hookstream.core.kafka import admin_client, consumer_config
+from hookstream.core.kafka import admin_client, consumer_config, producer_config
 from hookstream.core.records import LOG_SINK_GROUP, Webhook
+from hookstream.core.records import Attempt as AttemptRecord
 from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
-from hookstream.logsink.upkeep import DISABLED_EVENT_TYPE
+from hookstream.core.view import webhook_view
+from hookstream.logsink.upkeep import DISABLED_EVENT_TYPE, Upkeep
 from hookstream.store import Store
 from hookstream.store.engine import make_engine
 from hookstream.store.schema import attempts, deliveries, webhook_health
@@ -713,3 +715,76 @@ def test_members_joining_and_leaving_mid_stream_lose_nothing_and_stay_up(
     wait_until_caught_up(settings)
     assert_alive(second)
     assert attempt_ids(db) == {record["attempt_id"] for record in records}
+
+
+def test_a_webhook_re_enabled_without_a_fix_is_auto_disabled_again(
+    sink_settings: SettingsFactory, db: Engine
+) -> None:
+    """The streak goes on after the owner re-enables the webhook: a period later it is
+    disabled again, with a notice of its own, once per re-enable."""
+    settings = sink_settings(auto_disable_after=1.0)
+    topics = Topics.from_settings(settings)
+    platform = Platform(settings)
+    store = Store.open(settings.store_url)
+    view = webhook_view(settings, CODEC, topics.webhooks, None).start()
+    producer = Producer(producer_config(settings))
+    upkeep = Upkeep(settings, store, view, producer, CODEC)
+    tenant = f"tenant_{uuid.uuid4().hex[:8]}"
+    hook = platform.webhook(make_webhook(tenant, "https://hooks.example.com/x", ["a.b"]))
+    serial = iter(range(1_000_000))
+
+    def fail_at(started_at_ms: int) -> None:
+        record = attempt_record(
+            f"dlv_{next(serial)}",
+            webhook_id=hook.id,
+            tenant_id=tenant,
+            outcome="temporary_failure",
+            status_code=500,
+            started_at_ms=started_at_ms,
+        )
+        store.record_attempts([AttemptRecord.from_record(record)])
+
+    def current() -> Webhook:
+        assert view.sync(10)
+        webhook = view.get(hook.id)
+        assert webhook is not None
+        return webhook
+
+    def disabled() -> Webhook | None:
+        webhook = current()
+        return None if webhook.enabled else webhook
+
+    try:
+        view.wait_ready()
+        fail_at(now_ms() - 5000)
+        current()
+        assert upkeep.auto_disable() == 1
+        off = wait_for(disabled, what="the webhook disabled")
+
+        # Re-enabled without a fix: it keeps failing.
+        reenabled_at = now_ms()
+        platform.webhook(
+            replace(off, enabled=True, disabled_reason=None, updated_at_ms=reenabled_at)
+        )
+        assert current().enabled
+
+        def disabled_again() -> bool:
+            fail_at(now_ms())
+            current()
+            return upkeep.auto_disable() == 1
+
+        wait_for(disabled_again, timeout=30, interval=0.1, what="the second auto-disable")
+        assert now_ms() - reenabled_at >= 1000, "disabled again before a full period"
+        again = wait_for(disabled, what="the webhook disabled")
+        assert again.disabled_reason is not None and "auto-disabled" in again.disabled_reason
+        fail_at(now_ms())
+        assert upkeep.auto_disable() == 0, "disabled twice for one re-enable"
+        notices = [
+            event["id"]
+            for event in read_topic(settings, topics.events, "Event")
+            if event["type"] == DISABLED_EVENT_TYPE
+        ]
+        assert len(notices) == len(set(notices)) == 2
+    finally:
+        view.stop()
+        store.close()

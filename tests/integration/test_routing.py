@@ -866,3 +866,46 @@ def test_two_routers_on_one_host_without_an_instance_id_do_not_fence_each_other(
     for router in (first, second):
         assert router.alive(), router.log()[-4000:]
         assert "starting over" not in router.log(), router.log()[-4000:]
+
+
+def test_a_partition_revoked_while_a_batch_gathers_is_routed_by_its_new_owner_alone(
+    platform: Platform, pipeline_settings: Settings, services: ServiceStarter
+) -> None:
+    webhooks = four_webhooks(platform)
+    ids_by_tenant: dict[str, list[str]] = {A: [], B: []}
+
+    def publish(count: int) -> None:
+        events = [(A if i % 2 else B, MIXED_TYPES[i % len(MIXED_TYPES)]) for i in range(count)]
+        for event_id, (tenant, _kind) in zip(publish_many(platform, events), events, strict=True):
+            ids_by_tenant[tenant].append(event_id)
+
+    # Long gathers: after a transaction, the next batch takes its first record and then waits
+    # in a second consume() for more, until 20 s after that transaction began.
+    slow = {"HOOKSTREAM_ROUTER_BATCH_SECONDS": "20"}
+    services("router", HOOKSTREAM_INSTANCE_ID="r1", **slow)
+    wait_for(
+        lambda: router_members(pipeline_settings) == [2],
+        timeout=30,
+        interval=0.2,
+        what="the router to own both partitions",
+    )
+    ids_by_tenant[A].append(platform.event(A, MIXED_TYPES[0]))
+    wait_for(
+        lambda: sum(routed(pipeline_settings).values()) >= 2,
+        timeout=30,
+        interval=0.2,
+        what="the first transaction",
+    )
+    # The next batch starts gathering; a second member joins meanwhile, and the rebalance
+    # comes during the first router's second consume(): the partition it loses goes to the
+    # new member, which reads it from the committed offset.
+    publish(40)
+    second = services("router", HOOKSTREAM_INSTANCE_ID="r2", **slow)
+    wait_for(
+        lambda: router_members(pipeline_settings) == [1, 1],
+        timeout=30,
+        interval=0.2,
+        what="both routers to own one events partition each",
+    )
+    assert_routed_exactly_once(pipeline_settings, webhooks, ids_by_tenant)
+    assert second.alive()

@@ -128,3 +128,50 @@ def _committed_end(settings: Settings, topic: str, partition: int) -> int:
         isolation_level=IsolationLevel.READ_COMMITTED,
     )
     return int(next(iter(answers.values())).result().offset)
+
+
+def test_a_view_counts_a_transaction_marker_as_soon_as_it_applies_the_records_before_it(
+    pipeline_settings: Settings, views: Views
+) -> None:
+    # Nothing past a marker ever shows the view its offset; the consumer's position does,
+    # at once. Without it the view waited for the end-of-partition event, which comes only
+    # after a further fetch waits out the broker's long poll: every sync behind a
+    # transactional write waited that long, and one asked meanwhile was not caught up.
+    _webhooks, principals = views
+    topics = Topics.from_settings(pipeline_settings)
+    producer = Producer(
+        producer_config(pipeline_settings, transactional_id=f"platform-{uuid.uuid4().hex}")
+    )
+    producer.init_transactions(30)
+    for _ in range(3):
+        principal_id = f"p-{uuid.uuid4().hex[:8]}"
+        record = Principal(principal_id, "acme", frozenset({"invoice.paid"})).to_record()
+        written: list[Message] = []
+        producer.begin_transaction()
+        producer.produce(
+            topics.principals,
+            key=principal_id.encode(),
+            value=CODEC.encode("Principal", record),
+            on_delivery=lambda _error, message, out=written: out.append(message),
+        )
+        producer.commit_transaction(30)
+        (message,) = written
+        partition, offset = message.partition() or 0, message.offset() or 0
+
+        # The record becomes readable when its marker lands: the end then lies past both.
+        def marked(partition: int = partition, offset: int = offset) -> int | None:
+            end = _committed_end(pipeline_settings, topics.principals, partition)
+            return end if end >= offset + 2 else None
+
+        end: int = wait_for(marked, timeout=30, what="the transaction marker")
+
+        def applied(principal_id: str = principal_id) -> bool:
+            with principals.lock:  # a batch and the positions after it are one step
+                return principals.get(principal_id) is not None
+
+        wait_for(applied, timeout=30, interval=0.01, what="the principal in the view")
+        # Already there: no wait for another fetch (timeout 0 only looks).
+        assert principals.wait_for_offset(partition, end - 1, timeout=0), (
+            "the view does not yet count the transaction marker after the record it applied"
+        )
+        assert principals.sync(timeout=10)

@@ -142,7 +142,7 @@ def test_migrate_twice_is_a_noop_and_matches_schema(
     before = dump(engine)
     migrate(store_url)
     migrate(store_url)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0005"
     assert dump(engine) == before
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)

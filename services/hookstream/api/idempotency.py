@@ -80,7 +80,7 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         keyed,
         now_ms(),
         int(api.settings.idempotency_key_window * 1000),
-        _lease_ms(api),
+        claim_lease_ms(api),
     )
     if isinstance(claim, Taken):
         return _repeat(api, keyed, claim)
@@ -149,7 +149,9 @@ def _canonical_body(body: bytes) -> bytes:
         return b"raw:" + body
 
 
-def _lease_ms(api: Api) -> int:
+def claim_lease_ms(api: Api) -> int:
+    """How long a claim (a key's, or an event id's) may stay unanswered before a repeat of the
+    same request takes it over."""
     seconds = max(MIN_LEASE_SECONDS, LEASE_WRITE_TIMEOUTS * api.settings.write_timeout)
     return int(seconds * 1000)
 

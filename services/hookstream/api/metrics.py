@@ -20,7 +20,8 @@ API_REQUEST_DURATION = Histogram(
 )
 API_EVENTS = Counter(
     "hookstream_api_events_total",
-    "Events received on POST /v1/events: published, or duplicate (not published again).",
+    "Events received on POST /v1/events: published, duplicate (not published again), or "
+    "in_progress (its id being published by another request: 409).",
     ["result"],
 )
 API_WEBHOOK_WRITES = Counter(

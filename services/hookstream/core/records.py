@@ -273,8 +273,14 @@ class Delivery:
             },
         )
 
-    def retry(self, attempt: int, due_at_ms: int, tier: str) -> Retry:
-        """This delivery waiting in retry tier `tier` until `due_at_ms`, for attempt `attempt`."""
+    def retry(
+        self, attempt: int, due_at_ms: int, tier: str, trigger: Trigger = Trigger.SCHEDULED
+    ) -> Retry:
+        """This delivery waiting in retry tier `tier` until `due_at_ms`, for attempt `attempt`.
+
+        A retry is the schedule's even after a replay or a test: only the attempt an operator
+        or a test asked for is theirs. `trigger` is for putting off that very attempt.
+        """
         return Retry(
             self.delivery_id,
             self.event_id,
@@ -283,7 +289,7 @@ class Delivery:
             self.webhook_id,
             self.body,
             attempt,
-            self.trigger,
+            trigger,
             self.created_at_ms,
             due_at_ms=due_at_ms,
             tier=tier,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import secrets
 import socket
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -45,9 +46,17 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+# Drawn once per process: containers sharing a host name (host networking, a fixed
+# `hostname:`) each run their service as pid 1, so host name and pid alone can coincide.
+_PROCESS_TOKEN = secrets.token_hex(4)
+
+
 def default_instance_id() -> str:
-    """`<host name>-<pid>`: unique per process on every host."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """`<host name>-<pid>-<random>`: unique per process, the same for every load within it.
+
+    The pid keeps a forked child apart from its parent, which shares the random part.
+    """
+    return f"{socket.gethostname()}-{os.getpid()}-{_PROCESS_TOKEN}"
 
 
 class Settings(BaseSettings):
@@ -200,8 +209,8 @@ class Settings(BaseSettings):
     instance_id: str = Field(
         default_factory=default_instance_id,
         min_length=1,
-        description="This process's identity (default: `<host name>-<pid>`, unique per "
-        "process); the router's transactional id is built from it. Set a stable one per "
+        description="This process's identity (default: `<host name>-<pid>-<random>`, unique "
+        "per process); the router's transactional id is built from it. Set a stable one per "
         "replica (e.g. the pod name) so that a restarted router aborts its predecessor's "
         "open transaction at once instead of after the transaction timeout.",
     )

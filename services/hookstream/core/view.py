@@ -245,20 +245,26 @@ class CompactedView(Generic[T]):
             partitions = sorted(topic_meta.partitions)
             self._partitions = partitions
             consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
+            assigned = [TopicPartition(self._topic, p) for p in partitions]
             at_end: set[int] = set()
             while not self._stop.is_set():
-                for message in consumer.consume(num_messages=500, timeout=0.2):
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            self._reached_end(message)
-                            at_end.add(message.partition() or 0)
-                            if len(at_end) == len(partitions):
-                                self._ready.set()
+                messages = consumer.consume(num_messages=500, timeout=0.2)
+                # Applied as one step with the positions after them, so that whoever holds
+                # the lock sees a record applied only together with the markers past it.
+                with self._applied:
+                    for message in messages:
+                        error = message.error()
+                        if error is not None:
+                            if error.code() == KafkaError._PARTITION_EOF:
+                                self._reached_end(message)
+                                at_end.add(message.partition() or 0)
+                                if len(at_end) == len(partitions):
+                                    self._ready.set()
+                                continue
+                            log.warning("view of %s: %s", self._topic, error)
                             continue
-                        log.warning("view of %s: %s", self._topic, error)
-                        continue
-                    self._apply(message)
+                        self._apply(message)
+                    self._moved_past(consumer.position(assigned))
         finally:
             consumer.close()
 
@@ -296,6 +302,22 @@ class CompactedView(Generic[T]):
             return
         with self._applied:
             self._next_offsets[partition] = offset
+            self._applied.notify_all()
+
+    def _moved_past(self, positions: list[TopicPartition]) -> None:
+        """Count what the consumer has moved past as applied; callers hold the lock.
+
+        Its position passes transaction markers and aborted records as soon as the fetch
+        that held them is handled: the end offset a read_committed sync waits for counts
+        them, and no record ever shows them. (The end-of-partition event would too, but only
+        after another fetch has waited out the broker's long poll.)
+        """
+        moved = False
+        for position in positions:
+            if position.offset > self._next_offsets.get(position.partition, 0):
+                self._next_offsets[position.partition] = position.offset
+                moved = True
+        if moved:
             self._applied.notify_all()
 
     def _apply_change(self, message: Message, headers: Headers) -> None:

@@ -16,7 +16,7 @@ from hookstream.core.topics import Topics
 from hookstream.core.view import CompactedView
 from hookstream.events.instants import utc_iso
 from hookstream.logsink import metrics
-from hookstream.store import Store
+from hookstream.store import FailingWebhook, Store
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,18 @@ DISABLE_TRIES = 5
 def disabled_event_id(webhook_id: str, failing_since_ms: int) -> str:
     """One id per failing streak: a repeated notice is the same event to every receiver."""
     return f"evt_disabled_{webhook_id}_{failing_since_ms}"
+
+
+def streak_start(failing: FailingWebhook, webhook: Webhook) -> int:
+    """Since when `webhook` counts as failing for auto-disable.
+
+    A streak already acted on and still going means the webhook was re-enabled without a fix
+    (or changed): it counts from that change, the webhook's `updated_at_ms`, so a re-enabled
+    webhook gets a full period again and is then disabled again, however long the streak.
+    """
+    if not failing.acted_on:
+        return failing.failing_since_ms
+    return max(failing.failing_since_ms, webhook.updated_at_ms)
 
 
 class Upkeep:
@@ -64,15 +76,23 @@ class Upkeep:
         disabled = 0
         for failing in self.store.webhooks_failing_since(cutoff_ms):
             webhook = self.webhooks.get(failing.webhook_id)
+            # Nothing more to do until a period from now, unless the webhook is enabled.
+            recheck_ms = now_ms
             if webhook is not None and webhook.enabled:
-                done = self._disable(webhook, failing.failing_since_ms, now_ms)
-                if done is None:
-                    continue  # not settled this run: the streak stays unmarked, next run
-                if done:
-                    metrics.AUTO_DISABLES.inc()
-                    disabled += 1
-            # Marked even when already disabled or deleted: nothing more to do this streak.
-            self.store.mark_auto_disabled(failing.webhook_id, failing.failing_since_ms)
+                since_ms = streak_start(failing, webhook)
+                if since_ms > cutoff_ms:
+                    recheck_ms = since_ms  # re-enabled lately: due a period after that
+                # Re-enabled and not attempted since: nothing has failed since yet.
+                elif failing.last_attempt_at_ms >= since_ms:
+                    done = self._disable(webhook, since_ms, now_ms)
+                    if done is None:
+                        continue  # not settled this run: the streak stays unmarked, next run
+                    if done:
+                        metrics.AUTO_DISABLES.inc()
+                        disabled += 1
+            # Marked even when already disabled or deleted: nothing more to do this streak
+            # unless the webhook is re-enabled, which the recheck finds.
+            self.store.mark_auto_disabled(failing.webhook_id, failing.failing_since_ms, recheck_ms)
         return disabled
 
     def _disable(self, webhook: Webhook, failing_since_ms: int, now_ms: int) -> bool | None:

@@ -138,7 +138,13 @@ class Router:
                 consumer_config(self.settings, ROUTER_GROUP, {"enable.auto.commit": False})
             )
         )
-        consumer.subscribe([self.topics.events])
+        # Partitions revoked (or lost) while a batch gathers: see _owned.
+        revoked: set[tuple[str, int]] = set()
+
+        def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            revoked.update((tp.topic, tp.partition) for tp in partitions)
+
+        consumer.subscribe([self.topics.events], on_revoke=on_revoke)
         if ready is not None:
             ready.set()
         # Transactions are paced, not batches delayed: an event that finds the router idle is
@@ -150,12 +156,14 @@ class Router:
         last_start = -interval
         try:
             while not stop.is_set():
+                revoked.clear()
                 batch = consume_batch(
                     consumer,
                     self.settings.router_batch_size,
                     timeout=0.2,
                     gather_until=last_start + interval,
                 )
+                batch = _owned(consumer, batch, revoked)
                 if batch:
                     last_start = time.monotonic()
                     self._route_batch(batch, producer, consumer)
@@ -379,6 +387,38 @@ def _produce(
         except BufferError:
             # The local queue is full: let librdkafka send some before adding more.
             producer.poll(0.05)
+
+
+def split_revoked(
+    batch: Sequence[Message], revoked: set[tuple[str, int]]
+) -> tuple[list[Message], list[Message]]:
+    """The batch's records of partitions still owned, and those of partitions revoked."""
+    kept: list[Message] = []
+    dropped: list[Message] = []
+    for message in batch:
+        owned = (message.topic() or "", message.partition() or 0) not in revoked
+        (kept if owned else dropped).append(message)
+    return kept, dropped
+
+
+def _owned(
+    consumer: Consumer, batch: list[Message], revoked: set[tuple[str, int]]
+) -> list[Message]:
+    """The records of `batch` this router may still route, offsets and all.
+
+    A rebalance can come during the batch's second consume(): the records of a partition
+    revoked then belong to its next owner, which reads them from the committed offset, and
+    routing them here too would route them twice (the offsets would still be accepted: the
+    transaction carries the group's new generation). They are dropped; a partition handed
+    back to this router at once is rewound to them, since it may already have fetched past.
+    """
+    if not revoked:
+        return batch
+    kept, dropped = split_revoked(batch, revoked)
+    if dropped:
+        log.info("router: dropping %d records of partitions revoked mid-batch", len(dropped))
+        _rewind(consumer, dropped)
+    return kept
 
 
 def _rewind(consumer: Consumer, batch: Sequence[Message]) -> None:

@@ -33,6 +33,8 @@ class Source:
     topic: str
     partition: int
     offset: int
+    # When it was appended (its Kafka timestamp), if known: see sender/absence.py.
+    appended_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,8 @@ def conclude(
 def deferred(delivery: Delivery, tier: RetryTier, now_ms: int) -> Retry:
     """The retry record that puts off an attempt not yet made (the slow lane was full).
 
-    It asks for the same attempt number again, so deferring never uses up an attempt.
+    It asks for the same attempt number again, so deferring never uses up an attempt, and
+    keeps its trigger: a deferred replay is still the manual attempt.
     """
-    return delivery.retry(delivery.attempt, now_ms + round(tier.delay * 1000), tier.name)
+    due_at_ms = now_ms + round(tier.delay * 1000)
+    return delivery.retry(delivery.attempt, due_at_ms, tier.name, delivery.trigger)

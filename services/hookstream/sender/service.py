@@ -38,6 +38,7 @@ from hookstream.runtime.metrics import DEAD_LETTERS
 from hookstream.runtime.runner import run_async_until_signalled
 from hookstream.runtime.writer import KafkaWriter, Record
 from hookstream.sender import metrics, spans
+from hookstream.sender.absence import absence_means_deleted, appended_at_ms
 from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
 from hookstream.sender.http import HttpSender
@@ -195,7 +196,9 @@ class Sender:
             )
             return
         delivery = decode_delivery(self.codec, self.topics.delivery_type(topic), message.value())
-        source = Source(topic, message.partition() or 0, message.offset() or 0)
+        source = Source(
+            topic, message.partition() or 0, message.offset() or 0, appended_at_ms(message)
+        )
         webhook_id = delivery.webhook_id
         slow = self._answer_times.is_slow(webhook_id)
         if slow and (self._slow_lane.full() or self._per_webhook.queued(webhook_id)):
@@ -257,9 +260,11 @@ class Sender:
     ) -> tuple[Conclusion, Webhook | None]:
         webhook_id = delivery.webhook_id
         webhook = self.webhooks.get(webhook_id)
-        if webhook is None and self.webhooks.synced_at_ms <= delivery.created_at_ms:
+        if webhook is None and not absence_means_deleted(
+            self.webhooks.synced_at_ms, delivery, source.appended_at_ms
+        ):
             # Created a moment before this delivery, perhaps, and not read yet: only a view
-            # caught up since the delivery was made may say "deleted".
+            # caught up since the record was appended may say "deleted" (sender/absence.py).
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.webhooks.sync)
             webhook = self.webhooks.get(webhook_id)

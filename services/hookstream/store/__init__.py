@@ -3,8 +3,10 @@
 from hookstream.store.derive import DELIVERY_STATUSES, delivery_status
 from hookstream.store.errors import InvalidCursorError, UnsupportedStoreUrlError
 from hookstream.store.rows import (
+    ClaimedEvent,
     DeliveryDetail,
     DeliveryRow,
+    EventTaken,
     FailingWebhook,
     Health,
     Page,
@@ -15,8 +17,10 @@ from hookstream.store.versioning import migrate
 __all__ = [
     "DELIVERY_STATUSES",
     "MAX_PAGE_SIZE",
+    "ClaimedEvent",
     "DeliveryDetail",
     "DeliveryRow",
+    "EventTaken",
     "FailingWebhook",
     "Health",
     "InvalidCursorError",

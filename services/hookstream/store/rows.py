@@ -6,6 +6,7 @@ Attempts come back as the `Attempt` records the log-sink stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from hookstream.core.records import Attempt
 
@@ -57,3 +58,21 @@ class FailingWebhook:
     webhook_id: str
     tenant_id: str
     failing_since_ms: int
+    last_attempt_at_ms: int = 0
+    # This streak was acted on already (disabled, or found disabled or deleted): it is offered
+    # again only from its recheck time, to see whether the webhook was re-enabled since.
+    acted_on: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    """This caller holds an event id: publish, then `confirm_event` or `release_event`."""
+
+    token: str
+
+
+class EventTaken(Enum):
+    """Another request claimed the event id first, and has published it or is publishing."""
+
+    PUBLISHED = "published"
+    IN_FLIGHT = "in_flight"

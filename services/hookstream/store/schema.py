@@ -83,6 +83,9 @@ webhook_health = Table(
     # The failing_since_ms of the streak an auto-disable was issued for: a streak is acted
     # on once, and a new streak (after a success) gets a different value.
     Column("auto_disabled_streak_ms", BigInteger, nullable=True),
+    # Once a streak was acted on, the instant from which upkeep looks at it again: a webhook
+    # re-enabled without a fix, failing on, is due once it has failed that long since.
+    Column("auto_disable_recheck_ms", BigInteger, nullable=True),
     Index("ix_webhook_health_failing_since", "failing_since_ms"),
 )
 
@@ -94,6 +97,9 @@ accepted_events = Table(
     Column("tenant_id", String, primary_key=True),
     Column("event_id", String, primary_key=True),
     Column("accepted_at_ms", BigInteger, nullable=False),
+    # While the publish is in flight, the token of the request that claimed the id (it alone
+    # publishes); NULL once the event is published.
+    Column("claim_token", String, nullable=True),
     Index("ix_accepted_events_accepted_at", "accepted_at_ms"),
 )
 

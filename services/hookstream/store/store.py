@@ -8,6 +8,7 @@ the same rows.
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
+    and_,
     case,
     delete,
     exists,
@@ -44,8 +46,10 @@ from hookstream.store.engine import make_engine, write_transaction
 from hookstream.store.idempotency import IdempotencyKeys
 from hookstream.store.purge import IN_CHUNK, purge_before
 from hookstream.store.rows import (
+    ClaimedEvent,
     DeliveryDetail,
     DeliveryRow,
+    EventTaken,
     FailingWebhook,
     Health,
     Page,
@@ -55,6 +59,9 @@ from hookstream.store.versioning import migrate_engine
 
 DAY_MS = 24 * 60 * 60 * 1000
 MAX_PAGE_SIZE = 1000
+# An event claim can vanish between the failed upsert and the read that follows (released by
+# its holder, or purged); then claiming again is right, and it settles within a try or two.
+_CLAIM_TRIES = 5
 
 _T = TypeVar("_T")
 Insert = postgresql.Insert | sqlite.Insert
@@ -170,22 +177,33 @@ class Store:
             changed,
         )
 
-    def mark_auto_disabled(self, webhook_id: str, failing_since_ms: int) -> bool:
-        """Record that the streak starting at `failing_since_ms` was acted on; False if it was."""
+    def mark_auto_disabled(
+        self, webhook_id: str, failing_since_ms: int, recheck_from_ms: int | None = None
+    ) -> bool:
+        """Record that the streak starting at `failing_since_ms` was acted on; False if it was.
+
+        `webhooks_failing_since` offers the streak again once its cutoff reaches
+        `recheck_from_ms` (never when None), so a webhook re-enabled in the same streak is
+        looked at again.
+        """
         h = webhook_health.c
         with write_transaction(self._engine) as conn:
-            result = conn.execute(
+            row = conn.execute(
+                select(h.auto_disabled_streak_ms)
+                .where(h.webhook_id == webhook_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                return False
+            conn.execute(
                 update(webhook_health)
-                .where(
-                    h.webhook_id == webhook_id,
-                    or_(
-                        h.auto_disabled_streak_ms.is_(None),
-                        h.auto_disabled_streak_ms != failing_since_ms,
-                    ),
+                .where(h.webhook_id == webhook_id)
+                .values(
+                    auto_disabled_streak_ms=failing_since_ms,
+                    auto_disable_recheck_ms=recheck_from_ms,
                 )
-                .values(auto_disabled_streak_ms=failing_since_ms)
             )
-            return result.rowcount == 1
+            return bool(row.auto_disabled_streak_ms != failing_since_ms)
 
     def delete_attempts_before(self, cutoff_ms: int, batch_size: int = 5000) -> int:
         """Retention: drop attempts started before `cutoff_ms`, and deliveries left empty.
@@ -217,37 +235,63 @@ class Store:
             if len(doomed) < batch_size:
                 return deleted
 
-    def was_accepted(self, tenant_id: str, event_id: str, now_ms: int, window_ms: int) -> bool:
-        """Whether this event id was published (and recorded) within the window."""
-        e = accepted_events.c
-        with self._engine.connect() as conn:
-            found = conn.execute(
-                select(e.event_id).where(
-                    e.tenant_id == tenant_id,
-                    e.event_id == event_id,
-                    e.accepted_at_ms > now_ms - window_ms,
-                )
-            ).first()
-        return found is not None
+    def claim_event(
+        self, tenant_id: str, event_id: str, now_ms: int, window_ms: int, lease_ms: int
+    ) -> ClaimedEvent | EventTaken:
+        """Claim an event id before publishing it, or say who has it.
 
-    def accept_event(self, tenant_id: str, event_id: str, now_ms: int, window_ms: int) -> bool:
-        """Record a published event id; False if it was already recorded within the window.
-
-        One statement, so concurrent API replicas racing on the same id see exactly one
-        winner. A record older than the window counts as new and is refreshed.
+        One statement, so of any number of API replicas racing on an id exactly one wins and
+        publishes. The winner then `confirm_event`s (published) or `release_event`s (it was
+        not), so a claim never reports a publish that did not happen. A record older than the
+        window counts as absent; so does a claim unconfirmed for `lease_ms` (its replica died
+        between claim and confirm: publishing again is the at-least-once side of that).
         """
         e = accepted_events.c
-        stmt = self._insert(accepted_events).values(
-            tenant_id=tenant_id, event_id=event_id, accepted_at_ms=now_ms
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["tenant_id", "event_id"],
-            set_={"accepted_at_ms": stmt.excluded.accepted_at_ms},
-            where=e.accepted_at_ms <= now_ms - window_ms,
-        )
-        # RETURNING rather than rowcount: psycopg reports no rowcount for an upsert here.
+        for _ in range(_CLAIM_TRIES):
+            token = uuid.uuid4().hex
+            stmt = self._insert(accepted_events).values(
+                tenant_id=tenant_id, event_id=event_id, accepted_at_ms=now_ms, claim_token=token
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["tenant_id", "event_id"],
+                set_={"accepted_at_ms": now_ms, "claim_token": token},
+                where=or_(
+                    e.accepted_at_ms <= now_ms - window_ms,
+                    and_(e.claim_token.is_not(None), e.accepted_at_ms <= now_ms - lease_ms),
+                ),
+            )
+            # RETURNING rather than rowcount: psycopg reports no rowcount for an upsert here.
+            with write_transaction(self._engine) as conn:
+                won = conn.execute(stmt.returning(e.claim_token)).first()
+                if won is not None and won.claim_token == token:
+                    return ClaimedEvent(token)
+                held = conn.execute(
+                    select(e.claim_token).where(e.tenant_id == tenant_id, e.event_id == event_id)
+                ).first()
+            if held is not None:
+                return EventTaken.PUBLISHED if held.claim_token is None else EventTaken.IN_FLIGHT
+            # Released (or purged) between the two statements: claim again.
+        raise RuntimeError(f"event id {event_id!r} kept changing hands; retry")
+
+    def confirm_event(self, tenant_id: str, event_id: str, claim: ClaimedEvent) -> bool:
+        """The claimed event is published: repeats in the window are duplicates from now on.
+
+        False if the claim lapsed and was taken over meanwhile.
+        """
+        e = accepted_events.c
         with write_transaction(self._engine) as conn:
-            return conn.execute(stmt.returning(e.event_id)).first() is not None
+            result = conn.execute(
+                update(accepted_events)
+                .where(*_event_claim(tenant_id, event_id, claim))
+                .values(claim_token=None)
+                .returning(e.event_id)
+            )
+            return result.first() is not None
+
+    def release_event(self, tenant_id: str, event_id: str, claim: ClaimedEvent) -> None:
+        """The claimed event was not published: the next request with this id publishes it."""
+        with write_transaction(self._engine) as conn:
+            conn.execute(delete(accepted_events).where(*_event_claim(tenant_id, event_id, claim)))
 
     def purge_accepted_events(self, before_ms: int, batch_size: int = 5000) -> int:
         """Drop event claims made before `before_ms`, one short transaction per batch."""
@@ -383,21 +427,38 @@ class Store:
         )
 
     def webhooks_failing_since(self, cutoff_ms: int) -> list[FailingWebhook]:
-        """Webhooks failing continuously since `cutoff_ms` or earlier, not yet acted on."""
+        """Webhooks failing continuously since `cutoff_ms` or earlier, not yet acted on, or
+        acted on and due a recheck by `cutoff_ms`."""
         h = webhook_health.c
+        acted_on = h.auto_disabled_streak_ms == h.failing_since_ms
         query = (
-            select(h.webhook_id, h.tenant_id, h.failing_since_ms)
+            select(
+                h.webhook_id,
+                h.tenant_id,
+                h.failing_since_ms,
+                h.last_attempt_at_ms,
+                func.coalesce(acted_on, False).label("acted_on"),
+            )
             .where(
                 h.failing_since_ms <= cutoff_ms,
                 or_(
                     h.auto_disabled_streak_ms.is_(None),
                     h.auto_disabled_streak_ms != h.failing_since_ms,
+                    h.auto_disable_recheck_ms <= cutoff_ms,
                 ),
             )
             .order_by(h.failing_since_ms, h.webhook_id)
         )
         with self._engine.connect() as conn:
-            return [FailingWebhook(**row._mapping) for row in conn.execute(query)]
+            return [
+                FailingWebhook(**{**row._mapping, "acted_on": bool(row.acted_on)})
+                for row in conn.execute(query)
+            ]
+
+
+def _event_claim(tenant_id: str, event_id: str, claim: ClaimedEvent) -> tuple[Any, ...]:
+    e = accepted_events.c
+    return (e.tenant_id == tenant_id, e.event_id == event_id, e.claim_token == claim.token)
 
 
 def _attempt_values(attempt: Attempt) -> dict[str, Any]:

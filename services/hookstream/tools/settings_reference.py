@@ -73,7 +73,7 @@ def type_text(field: FieldInfo) -> str:
 
 def default_text(field: FieldInfo) -> str:
     if field.default_factory is default_instance_id:
-        return "`<host name>-<pid>`"
+        return "`<host name>-<pid>-<random>`"
     value: Any = field.get_default(call_default_factory=True)
     if isinstance(value, SecretStr):
         value = value.get_secret_value()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from hookstream.api.auth import caller
 from hookstream.api.bodies import read_body, respond
+from hookstream.api.context import Api
 from hookstream.api.docs import operation
 from hookstream.api.errors import ApiError
+from hookstream.api.idempotency import claim_lease_ms
 from hookstream.api.lookup import api_of
 from hookstream.api.metrics import API_EVENTS
 from hookstream.api.models import EventAccepted, EventPublish
@@ -20,6 +23,9 @@ from hookstream.api.validation import check_event_type
 from hookstream.core import tracing
 from hookstream.core.records import Event
 from hookstream.runtime.writer import Record
+from hookstream.store import ClaimedEvent, EventTaken
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -31,11 +37,13 @@ routes = web.RouteTableDef()
     status=202,
     response=EventAccepted,
     body=EventPublish,
-    errors=(400, 413, 422, 503),
+    errors=(400, 409, 413, 422, 503),
     description=(
         "An event whose `id` was already accepted within the idempotency window is answered "
-        "with the same id and not published again. A retry of a request whose answer was lost "
-        "may publish it again, unless it carries the first request's `Idempotency-Key`: "
+        "with the same id and not published again; while a request with that id is being "
+        "published, another is answered 409 (retry after a second). A retry of a request "
+        "whose answer was lost may publish it again, unless it carries the first request's "
+        "`Idempotency-Key`: "
         "delivery is at least once, and receivers drop repeats by their `webhook-id`."
     ),
 )
@@ -103,19 +111,48 @@ async def _publish(request: web.Request, trace: tracing.TraceHeaders) -> web.Str
             "payload_too_large",
             f"the event is {len(value)} bytes encoded, above the limit of {limit} bytes",
         )
-    # Only a client-chosen id can be retried, so only those are recorded. The record is
-    # written after the publish, never before: a crash in between then makes the client's
-    # retry publish again (a duplicate the receiver drops by `webhook-id`), where a claim
-    # written first would make that retry report a publish that never happened.
-    retriable = body.id is not None
+    # Only a client-chosen id can be retried, so only those are claimed. The claim comes
+    # first, in one statement, so that of requests racing on an id (on any replica) one alone
+    # publishes; it is confirmed after the publish and released if the publish failed, so a
+    # repeat never reports a publish that did not happen.
+    if body.id is None:
+        await api.produce([Record(api.topics.events, tenant_id.encode(), value, trace or None)])
+        API_EVENTS.labels("published").inc()
+        return respond(EventAccepted(id=event_id, duplicate=False), 202)
     window_ms = int(api.settings.event_idempotency_window * 1000)
-    if retriable and await api.blocking(
-        api.store.was_accepted, tenant_id, event_id, now, window_ms
-    ):
+    claim = await api.blocking(
+        api.store.claim_event, tenant_id, event_id, now, window_ms, claim_lease_ms(api)
+    )
+    if claim is EventTaken.PUBLISHED:
         API_EVENTS.labels("duplicate").inc()
         return respond(EventAccepted(id=event_id, duplicate=True), 202)
-    await api.produce([Record(api.topics.events, tenant_id.encode(), value, trace or None)])
-    if retriable:
-        await api.blocking(api.store.accept_event, tenant_id, event_id, now, window_ms)
+    if claim is EventTaken.IN_FLIGHT:
+        API_EVENTS.labels("in_progress").inc()
+        raise ApiError(
+            409,
+            "event_in_progress",
+            f"event {event_id} is being published by another request; retry shortly",
+            {"id": event_id},
+            headers={hdrs.RETRY_AFTER: "1"},
+        )
+    try:
+        await api.produce([Record(api.topics.events, tenant_id.encode(), value, trace or None)])
+    except BaseException:
+        await _release(api, tenant_id, event_id, claim)
+        raise
+    try:
+        await api.blocking(api.store.confirm_event, tenant_id, event_id, claim)
+    except Exception as exc:
+        # Published all the same: repeats answer 409 until the claim's lease lapses, then
+        # publish it again (at least once; receivers drop repeats by `webhook-id`).
+        log.warning("api: the publish of event %s was not confirmed: %s", event_id, exc)
     API_EVENTS.labels("published").inc()
     return respond(EventAccepted(id=event_id, duplicate=False), 202)
+
+
+async def _release(api: Api, tenant_id: str, event_id: str, claim: ClaimedEvent) -> None:
+    try:
+        await api.blocking(api.store.release_event, tenant_id, event_id, claim)
+    except Exception as exc:
+        # The claim then lapses after its lease; until then repeats answer 409.
+        log.warning("api: the claim of event %s could not be released: %s", event_id, exc)
