@@ -14,6 +14,9 @@ offsets back through a queue.
   takes more records than the bound has room for.
 - Offsets are stored only up to the lowest unfinished record of each partition; auto-commit
   (every 200 ms) then commits what was stored, and a revoke commits synchronously.
+- A revoke first lets the revoked partitions' requests in flight end (bounded), then fences
+  what is still running (sender/fence.py) and only then commits: a record of a partition
+  that is no longer ours produces nothing, so its next owner's retry chain is the only one.
 """
 
 from __future__ import annotations
@@ -43,11 +46,20 @@ from hookstream.core.kafka import (
 from hookstream.core.records import SENDER_GROUP, InvalidRecordError, Retry, due_at_from_headers
 from hookstream.core.settings import Settings
 from hookstream.runtime.metrics import with_lag_metrics
+from hookstream.sender.fence import Fence
 from hookstream.sender.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
+
+# Longest a revoke or the last commit of a stop waits for records already producing what
+# follows their attempt (Kafka acknowledges them within moments). Far below the group's
+# rebalance timeout (max.poll.interval.ms, 300 s): a revoke must end before the group gives
+# up on this member.
+PRODUCE_WAIT = 30.0
+# Longest a revoke waits for requests in flight, whatever the request timeout says.
+MAX_REVOKE_WAIT = 240.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +100,12 @@ class Fetcher:
         deliver: Callable[[list[Fetched]], None],
         max_outstanding: int,
         on_failure: Callable[[BaseException], None] | None = None,
+        revoke_wait: float = 0.0,
     ) -> None:
         """`retry_topics` maps each retry topic to the longest its head may hold it (seconds).
+
+        `revoke_wait` is how long a revoke lets the revoked partitions' requests in flight
+        end before it fences them (the request timeout and a little more).
 
         `on_failure(error)` is called on the consumer thread if an error stops it (then also
         in `error`), so the sender learns of it at once.
@@ -100,6 +116,9 @@ class Fetcher:
         self._deliver = deliver
         self._on_failure = on_failure
         self._max_outstanding = max_outstanding
+        self._revoke_wait = min(revoke_wait, MAX_REVOKE_WAIT)
+        # Asked by the record tasks before each request and each produce.
+        self.fence = Fence()
         self._finished: queue.SimpleQueue[Fetched] = queue.SimpleQueue()
         self._trackers: dict[Partition, OffsetTracker] = {}
         self._epochs: dict[Partition, int] = {}
@@ -327,6 +346,7 @@ class Fetcher:
             part = (tp.topic, tp.partition)
             self._epoch += 1
             self._epochs[part] = self._epoch
+            self.fence.open(self._epoch)
             self._trackers[part] = OffsetTracker()
             self._due.pop(part, None)
             self._rewind.pop(part, None)
@@ -342,6 +362,17 @@ class Fetcher:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = {(tp.topic, tp.partition) for tp in partitions}
         try:
+            # This member keeps the partitions until the callback returns: waiting here (the
+            # background thread keeps heartbeating) lets their requests in flight finish and
+            # be committed as finished rather than be made again by the next owner.
+            epochs = [self._epochs[part] for part in parts if part in self._epochs]
+            fenced = self.fence.close(epochs, self._revoke_wait, PRODUCE_WAIT)
+            if fenced:
+                log.info(
+                    "sender: revoke fenced %d records still in their request: "
+                    "their next owner makes those attempts again",
+                    fenced,
+                )
             self._apply_finished(consumer)
             self._commit(consumer, parts & set(self._trackers))
         finally:
@@ -349,8 +380,11 @@ class Fetcher:
         log.info("sender: revoked %s", _names(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Another member may own these already: committing now could move its offsets.
-        self._forget({(tp.topic, tp.partition) for tp in partitions})
+        # Another member may own these already: committing now could move its offsets, and
+        # whatever their records would still produce could double the new owner's.
+        parts = {(tp.topic, tp.partition) for tp in partitions}
+        self.fence.close([self._epochs[p] for p in parts if p in self._epochs], 0.0, 0.0)
+        self._forget(parts)
         log.warning("sender: lost %s", _names(partitions))
 
     def _forget(self, parts: set[Partition]) -> None:

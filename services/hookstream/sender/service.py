@@ -9,6 +9,7 @@ may its offset be committed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import threading
@@ -39,6 +40,7 @@ from hookstream.runtime.runner import run_async_until_signalled
 from hookstream.runtime.writer import KafkaWriter, Record
 from hookstream.sender import metrics, spans
 from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
+from hookstream.sender.fence import FencedError, Permit
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
 from hookstream.sender.http import HttpSender
 from hookstream.sender.intake import INVALID_DELIVERY, decode_delivery
@@ -56,6 +58,16 @@ OUTSTANDING_PER_SLOT = 4
 REQUEUE_SLACK = 0.05
 # A 410-disable that keeps losing to other writers gives up after this many tries.
 DISABLE_TRIES = 5
+# Seconds a revoke waits for requests in flight beyond the request timeout (the response
+# body, the signing, a view sync before the request).
+REVOKE_SLACK = 2.0
+
+# The record task's way through its partition's fence (sender/fence.py): asked right before
+# the request and right before producing, wherever in the record's processing they happen.
+_PERMIT: contextvars.ContextVar[Permit] = contextvars.ContextVar("permit")
+# What the per-record boundary does not dead-letter: errors of the process, and a fenced
+# record (it must produce nothing at all).
+_PASSED_ON: tuple[type[BaseException], ...] = (*PROCESS_ERRORS, FencedError)
 
 
 class Sender:
@@ -114,6 +126,7 @@ class Sender:
                 deliver,
                 self.settings.max_in_flight * OUTSTANDING_PER_SLOT,
                 on_failure=wake,
+                revoke_wait=self.settings.request_timeout + REVOKE_SLACK,
             )
             fetcher.start()
             await loop.run_in_executor(None, fetcher.ready.wait)
@@ -165,21 +178,28 @@ class Sender:
         as finished. Only errors of the process (Kafka refusing our output) stop the sender;
         the offset then stays uncommitted and a restart re-processes the record.
         """
+        permit = Permit(fetcher.fence, item.epoch)
+        _PERMIT.set(permit)  # this task's own context
         try:
             try:
                 await self._process(item)
-            except PROCESS_ERRORS:
+            except _PASSED_ON:
                 raise
             except Exception as exc:
                 refusal, record = refuse("sender", item.message, item.headers, exc)
                 dlq = Record(self.topics.dlq, item.message.key(), self.codec.write(record))
                 await self._produce([dlq])
                 DEAD_LETTERS.labels(refusal.reason).inc()
+            fetcher.finished(item)
+        except FencedError as exc:
+            # Revoked (or stopping) before this record's follow-ups were produced: it is left
+            # unfinished, and the partition's next owner makes its attempt.
+            log.debug("sender: dropped a record of %s: %s", item.partition, exc)
         except Exception as exc:
             log.exception("sender: stopping: could not finish a record: %s", exc)
             self._failure = exc
-            return
-        fetcher.finished(item)
+        finally:
+            permit.release()  # after `finished`: a revoke waiting for it then commits it
 
     async def _process(self, item: Fetched) -> None:
         message = item.message
@@ -289,6 +309,7 @@ class Sender:
                     # Not signed: the receiver's tracing may use it, its verification ignores it.
                     trace = spans.following(span, record_headers)
                     headers.update((name, value.decode("ascii")) for name, value in trace)
+                _PERMIT.get().send()
                 metrics.IN_FLIGHT.inc()
                 try:
                     result = await self.http.send(webhook.url, headers, body)
@@ -379,7 +400,9 @@ class Sender:
         log.warning("sender: webhook %s kept changing; not disabled on 410", wanted.id)
 
     async def _produce(self, records: Sequence[Record]) -> None:
-        """Produce every record and wait until Kafka has acknowledged all of them."""
+        """Produce every record and wait until Kafka has acknowledged all of them; raise
+        `FencedError` instead when the record's partition is no longer this sender's."""
+        _PERMIT.get().produce()
         await self.writer.write_all(records)
 
 
