@@ -80,8 +80,10 @@ class Fence:
         Returns how many records were still in their request when fenced. Called by the
         fetcher before it commits a revoked partition or its last offsets.
         """
-        closing = set(epochs)
         with self._changed:
+            # One already fenced (a stop's last commit, then the revoke closing the consumer
+            # makes) has nothing left to wait for.
+            closing = {e for e in epochs if e in self._open or e in self._closing}
             self._open -= closing
             self._closing |= closing
             deadline = time.monotonic() + requests_wait

@@ -320,12 +320,23 @@ class Fetcher:
         return offsets
 
     def _drain(self, consumer: Consumer) -> None:
+        """The last commit of a stop: after the requests in flight, or the grace, ended.
+
+        Records not yet sent are not started any more, and a request still running when the
+        grace ends (it may be shorter than the request timeout) is aborted by the sender: it
+        produces nothing, and its offset stays uncommitted, so the next owner sends it once.
+        """
         assigned = list(consumer.assignment())
         if assigned:
             consumer.pause(assigned)
-        while self._outstanding > 0 and time.monotonic() < self._drain_deadline:
-            self._apply_finished(consumer)
-            consumer.consume(num_messages=1, timeout=0.05)  # keeps the group session alive
+        grace = max(0.0, self._drain_deadline - time.monotonic())
+        fenced = self.fence.close(list(self._epochs.values()), grace, PRODUCE_WAIT)
+        if fenced:
+            log.info(
+                "sender: %d requests still in flight after the shutdown grace: "
+                "left to the partitions' next owner",
+                fenced,
+            )
         self._apply_finished(consumer)
         self._commit(consumer, set(self._trackers))
 
