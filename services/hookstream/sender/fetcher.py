@@ -12,8 +12,9 @@ offsets back through a queue.
 - When too many records are outstanding every partition is paused until the work drains
   (then resumed at its position): backpressure without blocking heartbeats. A consume never
   takes more records than the bound has room for.
-- Offsets are stored only up to the lowest unfinished record of each partition; auto-commit
-  (every 200 ms) then commits what was stored, and a revoke commits synchronously.
+- Offsets are committed only up to the lowest unfinished record of each partition, every
+  200 ms and synchronously at a revoke; the commit's metadata names the finished records
+  above that point, and a next owner skips those instead of sending them again.
 - A revoke first lets the revoked partitions' requests in flight end (bounded), then fences
   what is still running (sender/fence.py) and only then commits: a record of a partition
   that is no longer ours produces nothing, so its next owner's retry chain is the only one.
@@ -47,7 +48,7 @@ from hookstream.core.records import SENDER_GROUP, InvalidRecordError, Retry, due
 from hookstream.core.settings import Settings
 from hookstream.runtime.metrics import with_lag_metrics
 from hookstream.sender.fence import Fence
-from hookstream.sender.offsets import OffsetTracker
+from hookstream.sender.offsets import OffsetTracker, decode_finished
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,11 @@ Partition = tuple[str, int]
 # rebalance timeout (max.poll.interval.ms, 300 s): a revoke must end before the group gives
 # up on this member.
 PRODUCE_WAIT = 30.0
+# Seconds between two commits of finished records.
+COMMIT_INTERVAL = 0.2
+# Longest an assignment waits for the committed offsets' metadata (what the last owner
+# finished above its commit point); without it those records are sent again.
+COMMITTED_TIMEOUT = 10.0
 # Longest a revoke waits for requests in flight, whatever the request timeout says.
 MAX_REVOKE_WAIT = 240.0
 
@@ -130,6 +136,9 @@ class Fetcher:
         self._rewind: dict[Partition, int] = {}
         self._backpressured = False
         self._outstanding = 0
+        # Partitions with records finished since their last commit.
+        self._uncommitted: set[Partition] = set()
+        self._next_commit = 0.0
         self._fetching = threading.Event()
         self._fetching.set()
         self._stop = threading.Event()
@@ -166,11 +175,9 @@ class Fetcher:
             self._settings,
             SENDER_GROUP,
             {
-                "enable.auto.commit": True,
-                "enable.auto.offset.store": False,
-                # Finished records above the last commit are sent again after a crash: commit
-                # often, so that window stays a fraction of a second of work.
-                "auto.commit.interval.ms": 200,
+                # Committed by `_commit_due`, with the finished records above each commit
+                # point as metadata (auto-commit cannot carry any).
+                "enable.auto.commit": False,
                 # A resumed retry partition joins the next fetch request only once the one in
                 # flight returns, and an idle broker holds that one up to this long: the
                 # default 500 ms made due retries up to half a second late.
@@ -204,6 +211,7 @@ class Fetcher:
 
     def _poll_once(self, consumer: Consumer) -> None:
         self._apply_finished(consumer)
+        self._commit_due(consumer)
         self._resume_due(consumer)
         self._apply_backpressure(consumer)
         # Never take more than the outstanding bound allows: a whole batch on top of a nearly
@@ -227,6 +235,14 @@ class Fetcher:
             part = (message.topic() or "", message.partition() or 0)
             if part in self._due or part not in self._trackers:
                 continue  # paused earlier in this batch, or no longer ours
+            tracker = self._trackers[part]
+            offset = message.offset() or 0
+            if tracker.already_finished(offset):
+                # Finished by the partition's last owner above its commit point.
+                tracker.started(offset)
+                tracker.finished(offset)
+                self._uncommitted.add(part)
+                continue
             requeue = False
             headers = header_pairs(message)
             max_hold = self._retry_topics.get(part[0])
@@ -238,7 +254,7 @@ class Fetcher:
                         self._hold(consumer, part, message.offset() or 0, until)
                         continue
                     requeue = True
-            self._trackers[part].started(message.offset() or 0)
+            tracker.started(offset)
             self._outstanding += 1
             ready.append(Fetched(message, self._epochs[part], headers, requeue))
         return ready
@@ -302,22 +318,31 @@ class Fetcher:
             tracker.finished(item.message.offset() or 0)
             self._outstanding -= 1
             touched.add(part)
-        if touched:
-            self._store(consumer, touched)
+        self._uncommitted |= touched
 
-    def _store(self, consumer: Consumer, parts: set[Partition]) -> list[TopicPartition]:
+    def _offsets(self, parts: set[Partition]) -> list[TopicPartition]:
+        """Each partition's commit point, and the finished records above it as metadata."""
         offsets = []
         for part in parts:
             tracker = self._trackers.get(part)
             committable = tracker.committable() if tracker is not None else None
-            if committable is not None:
-                offsets.append(TopicPartition(part[0], part[1], committable))
-        if offsets:
-            try:
-                consumer.store_offsets(offsets=offsets)
-            except KafkaException as exc:
-                log.info("sender: storing offsets: %s", exc)
+            if tracker is not None and committable is not None:
+                offsets.append(
+                    TopicPartition(part[0], part[1], committable, metadata=tracker.metadata())
+                )
         return offsets
+
+    def _commit_due(self, consumer: Consumer) -> None:
+        """Commit what finished since the last commit, at most every COMMIT_INTERVAL.
+
+        Finished records not yet committed are sent again after a crash: commit often, so
+        that window stays a fraction of a second of work.
+        """
+        now = time.monotonic()
+        if not self._uncommitted or now < self._next_commit:
+            return
+        self._next_commit = now + COMMIT_INTERVAL
+        self._commit(consumer, self._uncommitted, asynchronous=True)
 
     def _drain(self, consumer: Consumer) -> None:
         """The last commit of a stop: after the requests in flight, or the grace, ended.
@@ -340,25 +365,32 @@ class Fetcher:
         self._apply_finished(consumer)
         self._commit(consumer, set(self._trackers))
 
-    def _commit(self, consumer: Consumer, parts: set[Partition]) -> None:
-        offsets = self._store(consumer, parts)
+    def _commit(
+        self, consumer: Consumer, parts: set[Partition], asynchronous: bool = False
+    ) -> None:
+        offsets = self._offsets(parts)
+        self._uncommitted -= parts
         if not offsets:
             return
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             log.warning("sender: commit failed: %s", exc)
 
     # -- rebalance callbacks (run inside consume(), on this thread) --------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        finished = self._finished_before(consumer, partitions)
         consumer.incremental_assign(partitions)
         for tp in partitions:
             part = (tp.topic, tp.partition)
             self._epoch += 1
             self._epochs[part] = self._epoch
             self.fence.open(self._epoch)
-            self._trackers[part] = OffsetTracker()
+            self._trackers[part] = OffsetTracker(finished.get(part, ()))
             self._due.pop(part, None)
             self._rewind.pop(part, None)
         if partitions:
@@ -369,6 +401,26 @@ class Fetcher:
             else:
                 consumer.resume(partitions)
         log.info("sender: assigned %s", _names(partitions))
+
+    def _finished_before(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> dict[Partition, set[int]]:
+        """The records the partitions' last owners finished above their commit points."""
+        if not partitions:
+            return {}
+        try:
+            committed = consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                timeout=COMMITTED_TIMEOUT,
+            )
+        except KafkaException as exc:
+            log.warning("sender: reading the committed offsets: %s", exc)
+            return {}
+        return {
+            (tp.topic, tp.partition): decode_finished(tp.offset, tp.metadata)
+            for tp in committed
+            if tp.error is None and tp.offset >= 0
+        }
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = {(tp.topic, tp.partition) for tp in partitions}
@@ -404,6 +456,7 @@ class Fetcher:
             if tracker is not None:
                 self._outstanding -= tracker.in_flight
             self._epochs.pop(part, None)
+            self._uncommitted.discard(part)
             self._due.pop(part, None)
             self._rewind.pop(part, None)
 
