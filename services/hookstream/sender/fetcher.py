@@ -47,8 +47,10 @@ from hookstream.core.kafka import (
 from hookstream.core.records import SENDER_GROUP, InvalidRecordError, Retry, due_at_from_headers
 from hookstream.core.settings import Settings
 from hookstream.runtime.metrics import with_lag_metrics
+from hookstream.sender import metrics
 from hookstream.sender.fence import Fence
 from hookstream.sender.offsets import OffsetTracker, decode_finished
+from hookstream.sender.origins import WINDOW_MS, OriginLog, origin_of
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,10 @@ class Fetcher:
         self._rewind: dict[Partition, int] = {}
         self._backpressured = False
         self._outstanding = 0
+        # Each retry partition's origins of its recent records (sender/origins.py), and where
+        # the records read back only for their origins end (its committed offset).
+        self._origins: dict[Partition, OriginLog] = {}
+        self._replay_until: dict[Partition, int] = {}
         # Partitions with records finished since their last commit.
         self._uncommitted: set[Partition] = set()
         self._next_commit = 0.0
@@ -237,15 +243,15 @@ class Fetcher:
                 continue  # paused earlier in this batch, or no longer ours
             tracker = self._trackers[part]
             offset = message.offset() or 0
-            if tracker.already_finished(offset):
-                # Finished by the partition's last owner above its commit point.
-                tracker.started(offset)
-                tracker.finished(offset)
-                self._uncommitted.add(part)
-                continue
-            requeue = False
             headers = header_pairs(message)
             max_hold = self._retry_topics.get(part[0])
+            if max_hold is not None and not self._first_of_origin(part, message, headers):
+                continue
+            if tracker.already_finished(offset):
+                # Finished by the partition's last owner above its commit point.
+                self._skip(part, offset)
+                continue
+            requeue = False
             if max_hold is not None:
                 due = retry_due_at_ms(message, headers)
                 if due > now_ms:
@@ -258,6 +264,40 @@ class Fetcher:
             self._outstanding += 1
             ready.append(Fetched(message, self._epochs[part], headers, requeue))
         return ready
+
+    def _first_of_origin(self, part: Partition, message: Message, headers: Headers) -> bool:
+        """Whether to go on with a retry-tier record: not read back only to remember its
+        origin, and not a copy of an earlier record's retry (sender/origins.py)."""
+        offset = message.offset() or 0
+        origin = origin_of(headers)
+        kind, timestamp = message.timestamp()
+        if kind == TIMESTAMP_NOT_AVAILABLE or timestamp <= 0:
+            timestamp = int(time.time() * 1000)
+        copy = origin is not None and self._origins[part].is_copy(origin, offset, timestamp)
+        replay_until = self._replay_until.get(part)
+        if replay_until is not None:
+            if offset < replay_until:
+                return False  # finished before this assignment: only its origin counts
+            del self._replay_until[part]
+        if copy:
+            log.info(
+                "sender: dropped %s[%d]@%d: a second retry record of %s",
+                part[0],
+                part[1],
+                offset,
+                (origin or b"").decode(errors="replace"),
+            )
+            metrics.RETRY_COPIES_DROPPED.inc()
+            self._skip(part, offset)
+            return False
+        return True
+
+    def _skip(self, part: Partition, offset: int) -> None:
+        """A record that needs no work: finished as it is taken."""
+        tracker = self._trackers[part]
+        tracker.started(offset)
+        tracker.finished(offset)
+        self._uncommitted.add(part)
 
     def _hold(self, consumer: Consumer, part: Partition, offset: int, due_ms: int) -> None:
         consumer.pause([TopicPartition(part[0], part[1])])
@@ -383,14 +423,26 @@ class Fetcher:
     # -- rebalance callbacks (run inside consume(), on this thread) --------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        finished = self._finished_before(consumer, partitions)
-        consumer.incremental_assign(partitions)
+        committed = self._committed(consumer, partitions)
+        starts = self._read_back(consumer, partitions, committed)
+        consumer.incremental_assign(
+            [
+                TopicPartition(tp.topic, tp.partition, starts.get(tp_key(tp), tp.offset))
+                for tp in partitions
+            ]
+        )
         for tp in partitions:
             part = (tp.topic, tp.partition)
+            point = committed.get(part)
+            finished = decode_finished(point.offset, point.metadata) if point else set()
+            if part in starts and point is not None:
+                self._replay_until[part] = point.offset
+            if part[0] in self._retry_topics:
+                self._origins[part] = OriginLog()
             self._epoch += 1
             self._epochs[part] = self._epoch
             self.fence.open(self._epoch)
-            self._trackers[part] = OffsetTracker(finished.get(part, ()))
+            self._trackers[part] = OffsetTracker(finished)
             self._due.pop(part, None)
             self._rewind.pop(part, None)
         if partitions:
@@ -402,10 +454,11 @@ class Fetcher:
                 consumer.resume(partitions)
         log.info("sender: assigned %s", _names(partitions))
 
-    def _finished_before(
+    def _committed(
         self, consumer: Consumer, partitions: list[TopicPartition]
-    ) -> dict[Partition, set[int]]:
-        """The records the partitions' last owners finished above their commit points."""
+    ) -> dict[Partition, TopicPartition]:
+        """The partitions' committed offsets, with what their last owners finished above
+        them (the metadata)."""
         if not partitions:
             return {}
         try:
@@ -416,10 +469,35 @@ class Fetcher:
         except KafkaException as exc:
             log.warning("sender: reading the committed offsets: %s", exc)
             return {}
+        return {tp_key(tp): tp for tp in committed if tp.error is None and tp.offset >= 0}
+
+    def _read_back(
+        self,
+        consumer: Consumer,
+        partitions: list[TopicPartition],
+        committed: Mapping[Partition, TopicPartition],
+    ) -> dict[Partition, int]:
+        """Where to start the retry partitions so that their last `WINDOW_MS` below the
+        committed offset is read again, for its origins only (sender/origins.py)."""
+        since = int(time.time() * 1000) - WINDOW_MS
+        asked = [
+            TopicPartition(tp.topic, tp.partition, since)
+            for tp in partitions
+            if tp.topic in self._retry_topics and tp_key(tp) in committed
+        ]
+        if not asked:
+            return {}
+        try:
+            found = consumer.offsets_for_times(asked, timeout=COMMITTED_TIMEOUT)
+        except KafkaException as exc:
+            # Without it a copy of a retry finished just before this assignment is not
+            # recognised: a crash at the same moment could double that chain.
+            log.warning("sender: reading back the retry partitions' origins: %s", exc)
+            return {}
         return {
-            (tp.topic, tp.partition): decode_finished(tp.offset, tp.metadata)
-            for tp in committed
-            if tp.error is None and tp.offset >= 0
+            tp_key(tp): tp.offset
+            for tp in found
+            if tp.error is None and 0 <= tp.offset < committed[tp_key(tp)].offset
         }
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -457,6 +535,8 @@ class Fetcher:
                 self._outstanding -= tracker.in_flight
             self._epochs.pop(part, None)
             self._uncommitted.discard(part)
+            self._origins.pop(part, None)
+            self._replay_until.pop(part, None)
             self._due.pop(part, None)
             self._rewind.pop(part, None)
 
@@ -473,6 +553,10 @@ def _hold_limit_ms(message: Message, max_hold: float) -> int:
 
 
 _NO_LIMIT = 2**62
+
+
+def tp_key(tp: TopicPartition) -> Partition:
+    return (tp.topic, tp.partition)
 
 
 def _names(partitions: list[TopicPartition]) -> str:

@@ -44,6 +44,7 @@ from hookstream.sender.fence import FencedError, Permit
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
 from hookstream.sender.http import HttpSender
 from hookstream.sender.intake import INVALID_DELIVERY, decode_delivery
+from hookstream.sender.origins import origin_header, without_origin
 from hookstream.sender.outcome import HttpResult
 from hookstream.sender.signers import WebhookSigners
 from hookstream.sender.slots import WebhookSlots
@@ -211,7 +212,7 @@ class Sender:
             if retry_due_at_ms(message, item.headers) > MAX_UNIX_MS:
                 raise RejectedRecord(INVALID_DELIVERY, "its due time lies beyond the year 9999")
             await self._produce(
-                [Record(topic, message.key(), message.value() or b"", item.headers)]
+                [Record(topic, message.key(), message.value() or b"", _requeued(item))]
             )
             return
         delivery = decode_delivery(self.codec, self.topics.delivery_type(topic), message.value())
@@ -246,15 +247,21 @@ class Sender:
         retry = deferred(delivery, tier, int(time.time() * 1000))
         # No attempt was made: the retry keeps the delivery's own trace context.
         trace = tracing.passed_on(item.headers)
-        await self._produce([self._retry_record(tier.topic, item.message.key(), retry, trace)])
+        record = self._retry_record(tier.topic, item.message.key(), retry, trace, item)
+        await self._produce([record])
         metrics.DELIVERIES_DEFERRED.inc()
 
     def _retry_record(
-        self, topic: str, key: bytes | None, retry: Retry, trace: tracing.TraceHeaders
+        self,
+        topic: str,
+        key: bytes | None,
+        retry: Retry,
+        trace: tracing.TraceHeaders,
+        source: Fetched,
     ) -> Record:
         # The due time rides in a header too, so the fetcher can hold a record back without
-        # decoding it.
-        headers = [due_at_header(retry.due_at_ms), *trace]
+        # decoding it; the origin lets the tier keep one copy of it (sender/origins.py).
+        headers = [due_at_header(retry.due_at_ms), _origin(source), *trace]
         return Record(topic, key, self.codec.write(retry), headers)
 
     async def _attempt(
@@ -355,7 +362,8 @@ class Sender:
         attempt = conclusion.attempt
         out = [Record(self.topics.delivery_log, key, write(attempt), trace or None)]
         if conclusion.retry is not None and conclusion.retry_topic is not None:
-            out.append(self._retry_record(conclusion.retry_topic, key, conclusion.retry, trace))
+            retry = self._retry_record(conclusion.retry_topic, key, conclusion.retry, trace, item)
+            out.append(retry)
         if conclusion.dead_letter_reason is not None:
             record = dead_letter(
                 item.message,
@@ -404,6 +412,17 @@ class Sender:
         `FencedError` instead when the record's partition is no longer this sender's."""
         _PERMIT.get().produce()
         await self.writer.write_all(records)
+
+
+def _origin(item: Fetched) -> tuple[str, bytes]:
+    message = item.message
+    return origin_header(message.topic() or "", message.partition() or 0, message.offset() or 0)
+
+
+def _requeued(item: Fetched) -> Headers:
+    """A requeued record's headers: its own, but it follows from the record it copies (two
+    requeues of one record, after a crash, are one copy too many)."""
+    return [*without_origin(item.headers), _origin(item)]
 
 
 # `.labels()` takes a lock and builds its key on every call: the few children an attempt can
