@@ -184,6 +184,7 @@ class Fetcher:
                 # Committed by `_commit_due`, with the finished records above each commit
                 # point as metadata (auto-commit cannot carry any).
                 "enable.auto.commit": False,
+                "on_commit": self._on_commit,
                 # A resumed retry partition joins the next fetch request only once the one in
                 # flight returns, and an idle broker holds that one up to this long: the
                 # default 500 ms made due retries up to half a second late.
@@ -419,6 +420,14 @@ class Fetcher:
                 consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             log.warning("sender: commit failed: %s", exc)
+            self._uncommitted |= parts & set(self._trackers)
+
+    def _on_commit(self, error: object, partitions: list[TopicPartition]) -> None:
+        """A commit's outcome (served inside consume(), on this thread): what it could not
+        commit (a member epoch moved on by an assignment meanwhile, say) is committed again
+        by the next round, or a partition with nothing new to finish would stay behind."""
+        failed = {tp_key(tp) for tp in partitions if error is not None or tp.error is not None}
+        self._uncommitted |= failed & set(self._trackers)
 
     # -- rebalance callbacks (run inside consume(), on this thread) --------------------
 
