@@ -30,6 +30,11 @@ DELIVERIES_DEFERRED = Counter(
     "Deliveries to slow webhooks moved to the first retry tier unattempted (slow lane full).",
 )
 
+RETRY_COPIES_DROPPED = Counter(
+    "hookstream_sender_retry_copies_dropped_total",
+    "Retry records dropped as a second copy of an earlier one (a record redone after a crash).",
+)
+
 
 def status_class(status_code: int | None) -> str:
     return "none" if status_code is None else f"{status_code // 100}xx"

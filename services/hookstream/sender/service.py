@@ -9,6 +9,7 @@ may its offset be committed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import threading
@@ -40,9 +41,11 @@ from hookstream.runtime.writer import KafkaWriter, Record
 from hookstream.sender import metrics, spans
 from hookstream.sender.absence import absence_means_deleted, appended_at_ms
 from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
+from hookstream.sender.fence import FencedError, Permit
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
 from hookstream.sender.http import HttpSender
 from hookstream.sender.intake import INVALID_DELIVERY, decode_delivery
+from hookstream.sender.origins import origin_header, without_origin
 from hookstream.sender.outcome import HttpResult
 from hookstream.sender.signers import WebhookSigners
 from hookstream.sender.slots import WebhookSlots
@@ -57,6 +60,16 @@ OUTSTANDING_PER_SLOT = 4
 REQUEUE_SLACK = 0.05
 # A 410-disable that keeps losing to other writers gives up after this many tries.
 DISABLE_TRIES = 5
+# Seconds a revoke waits for requests in flight beyond the request timeout (the response
+# body, the signing, a view sync before the request).
+REVOKE_SLACK = 2.0
+
+# The record task's way through its partition's fence (sender/fence.py): asked right before
+# the request and right before producing, wherever in the record's processing they happen.
+_PERMIT: contextvars.ContextVar[Permit] = contextvars.ContextVar("permit")
+# What the per-record boundary does not dead-letter: errors of the process, and a fenced
+# record (it must produce nothing at all).
+_PASSED_ON: tuple[type[BaseException], ...] = (*PROCESS_ERRORS, FencedError)
 
 
 class Sender:
@@ -115,6 +128,7 @@ class Sender:
                 deliver,
                 self.settings.max_in_flight * OUTSTANDING_PER_SLOT,
                 on_failure=wake,
+                revoke_wait=self.settings.request_timeout + REVOKE_SLACK,
             )
             fetcher.start()
             await loop.run_in_executor(None, fetcher.ready.wait)
@@ -166,21 +180,28 @@ class Sender:
         as finished. Only errors of the process (Kafka refusing our output) stop the sender;
         the offset then stays uncommitted and a restart re-processes the record.
         """
+        permit = Permit(fetcher.fence, item.epoch)
+        _PERMIT.set(permit)  # this task's own context
         try:
             try:
                 await self._process(item)
-            except PROCESS_ERRORS:
+            except _PASSED_ON:
                 raise
             except Exception as exc:
                 refusal, record = refuse("sender", item.message, item.headers, exc)
                 dlq = Record(self.topics.dlq, item.message.key(), self.codec.write(record))
                 await self._produce([dlq])
                 DEAD_LETTERS.labels(refusal.reason).inc()
+            fetcher.finished(item)
+        except FencedError as exc:
+            # Revoked (or stopping) before this record's follow-ups were produced: it is left
+            # unfinished, and the partition's next owner makes its attempt.
+            log.debug("sender: dropped a record of %s: %s", item.partition, exc)
         except Exception as exc:
             log.exception("sender: stopping: could not finish a record: %s", exc)
             self._failure = exc
-            return
-        fetcher.finished(item)
+        finally:
+            permit.release()  # after `finished`: a revoke waiting for it then commits it
 
     async def _process(self, item: Fetched) -> None:
         message = item.message
@@ -192,7 +213,7 @@ class Sender:
             if retry_due_at_ms(message, item.headers) > MAX_UNIX_MS:
                 raise RejectedRecord(INVALID_DELIVERY, "its due time lies beyond the year 9999")
             await self._produce(
-                [Record(topic, message.key(), message.value() or b"", item.headers)]
+                [Record(topic, message.key(), message.value() or b"", _requeued(item))]
             )
             return
         delivery = decode_delivery(self.codec, self.topics.delivery_type(topic), message.value())
@@ -229,15 +250,21 @@ class Sender:
         retry = deferred(delivery, tier, int(time.time() * 1000))
         # No attempt was made: the retry keeps the delivery's own trace context.
         trace = tracing.passed_on(item.headers)
-        await self._produce([self._retry_record(tier.topic, item.message.key(), retry, trace)])
+        record = self._retry_record(tier.topic, item.message.key(), retry, trace, item)
+        await self._produce([record])
         metrics.DELIVERIES_DEFERRED.inc()
 
     def _retry_record(
-        self, topic: str, key: bytes | None, retry: Retry, trace: tracing.TraceHeaders
+        self,
+        topic: str,
+        key: bytes | None,
+        retry: Retry,
+        trace: tracing.TraceHeaders,
+        source: Fetched,
     ) -> Record:
         # The due time rides in a header too, so the fetcher can hold a record back without
-        # decoding it.
-        headers = [due_at_header(retry.due_at_ms), *trace]
+        # decoding it; the origin lets the tier keep one copy of it (sender/origins.py).
+        headers = [due_at_header(retry.due_at_ms), _origin(source), *trace]
         return Record(topic, key, self.codec.write(retry), headers)
 
     async def _attempt(
@@ -294,6 +321,7 @@ class Sender:
                     # Not signed: the receiver's tracing may use it, its verification ignores it.
                     trace = spans.following(span, record_headers)
                     headers.update((name, value.decode("ascii")) for name, value in trace)
+                _PERMIT.get().send()
                 metrics.IN_FLIGHT.inc()
                 try:
                     result = await self.http.send(webhook.url, headers, body)
@@ -339,7 +367,8 @@ class Sender:
         attempt = conclusion.attempt
         out = [Record(self.topics.delivery_log, key, write(attempt), trace or None)]
         if conclusion.retry is not None and conclusion.retry_topic is not None:
-            out.append(self._retry_record(conclusion.retry_topic, key, conclusion.retry, trace))
+            retry = self._retry_record(conclusion.retry_topic, key, conclusion.retry, trace, item)
+            out.append(retry)
         if conclusion.dead_letter_reason is not None:
             record = dead_letter(
                 item.message,
@@ -384,8 +413,21 @@ class Sender:
         log.warning("sender: webhook %s kept changing; not disabled on 410", wanted.id)
 
     async def _produce(self, records: Sequence[Record]) -> None:
-        """Produce every record and wait until Kafka has acknowledged all of them."""
+        """Produce every record and wait until Kafka has acknowledged all of them; raise
+        `FencedError` instead when the record's partition is no longer this sender's."""
+        _PERMIT.get().produce()
         await self.writer.write_all(records)
+
+
+def _origin(item: Fetched) -> tuple[str, bytes]:
+    message = item.message
+    return origin_header(message.topic() or "", message.partition() or 0, message.offset() or 0)
+
+
+def _requeued(item: Fetched) -> Headers:
+    """A requeued record's headers: its own, but it follows from the record it copies (two
+    requeues of one record, after a crash, are one copy too many)."""
+    return [*without_origin(item.headers), _origin(item)]
 
 
 # `.labels()` takes a lock and builds its key on every call: the few children an attempt can
