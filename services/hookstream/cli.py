@@ -14,7 +14,7 @@ from pathlib import Path
 from hookstream import __version__
 from hookstream.client.commands import register as register_api_commands
 from hookstream.core.settings import Settings, SettingsError, load_settings
-from hookstream.tools import localkafka
+from hookstream.tools import localcluster, localkafka
 from hookstream.tools.banner import banner
 from hookstream.tools.supervisor import STOP_MARGIN, Child, SharedStderr, supervise
 
@@ -22,22 +22,33 @@ from hookstream.tools.supervisor import STOP_MARGIN, Child, SharedStderr, superv
 def _settings() -> Settings:
     """Settings from the environment; without a configured cluster, the local broker if running."""
     if "HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-        local = localkafka.read_state()
+        local = _local_bootstrap(localkafka.default_run_dir())
         if local is not None:
-            return load_settings(kafka_bootstrap_servers=local.bootstrap)
+            return load_settings(kafka_bootstrap_servers=local)
     return load_settings()
 
 
+def _local_bootstrap(run_dir: Path) -> str | None:
+    broker = localkafka.read_state(run_dir)
+    if broker is not None:
+        return broker.bootstrap
+    cluster = localcluster.running(run_dir)
+    return cluster.bootstrap if cluster is not None else None
+
+
 def _cmd_kafka(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run_dir) if args.run_dir else None
+    run_dir = Path(args.run_dir) if args.run_dir else localkafka.default_run_dir()
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     if args.action == "start":
-        already = localkafka.read_state(run_dir)
+        already = _local_bootstrap(run_dir)
         if already is not None:
-            print(f"kafka already running at {already.bootstrap} (pid {already.pid})")
+            print(f"kafka already running at {already} (run dir {run_dir})")
             return 0
+        if args.brokers > 1:
+            return _start_cluster(args, run_dir, cache_dir)
         print(f"starting Kafka {localkafka.KAFKA_VERSION} (KRaft, single node) ...", flush=True)
-        state = localkafka.start(run_dir, port=args.port, heap=args.heap, cache_dir=cache_dir)
+        heap = args.heap or "1g"
+        state = localkafka.start(run_dir, port=args.port, heap=heap, cache_dir=cache_dir)
         print(
             f"kafka ready at {state.bootstrap} in {state.startup_seconds:.1f} s (pid {state.pid})"
         )
@@ -47,13 +58,44 @@ def _cmd_kafka(args: argparse.Namespace) -> int:
         return 0
     if args.action == "stop":
         stopped = localkafka.stop(run_dir, wipe=args.wipe)
-        print(f"kafka stopped (pid {stopped.pid})" if stopped else "kafka was not running")
+        if stopped is not None:
+            print(f"kafka stopped (pid {stopped.pid})")
+            return 0
+        cluster = localcluster.stop(run_dir, wipe=args.wipe)
+        print(
+            f"kafka cluster of {len(cluster.nodes)} nodes stopped"
+            if cluster is not None
+            else "kafka was not running"
+        )
         return 0
     running = localkafka.read_state(run_dir)
-    if running is None:
+    if running is not None:
+        print(f"kafka: running at {running.bootstrap} (pid {running.pid}, run dir {run_dir})")
+        return 0
+    cluster = localcluster.read_cluster(run_dir)
+    if cluster is None or localcluster.running(run_dir) is None:
         print("kafka: not running")
         return 3
-    print(f"kafka: running at {running.bootstrap} (pid {running.pid}, run dir {running.run_dir})")
+    for node in cluster.nodes:
+        up = "up" if localkafka.pid_alive(node.pid) else "DOWN"
+        print(f"kafka node {node.node_id}: {up} at {node.address} (pid {node.pid})")
+    print(f"kafka: cluster at {cluster.bootstrap} (run dir {run_dir})")
+    return 0
+
+
+def _start_cluster(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None) -> int:
+    print(
+        f"starting Kafka {localkafka.KAFKA_VERSION} (KRaft, {args.brokers} nodes, each broker "
+        "and controller) ...",
+        flush=True,
+    )
+    heap = args.heap or "512m"
+    state = localcluster.start(
+        run_dir, brokers=args.brokers, port=args.port, heap=heap, cache_dir=cache_dir
+    )
+    print(f"kafka cluster ready in {state.startup_seconds:.1f} s; logs: {run_dir}/node-*/logs/")
+    print(f"export HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS={state.bootstrap}")
+    print(f"export HOOKSTREAM_REPLICATION_FACTOR={min(3, args.brokers)}")
     return 0
 
 
@@ -207,12 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hookstream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    kafka = sub.add_parser("kafka", help="run a local single-node Kafka broker")
+    kafka = sub.add_parser("kafka", help="run a local Kafka broker (or a cluster: --brokers 3)")
     kafka.add_argument("action", choices=["start", "stop", "status"])
     kafka.add_argument(
         "--port", type=int, default=None, help="listener port (default 9092 or free)"
     )
-    kafka.add_argument("--heap", default="1g", help="JVM heap (default 1g)")
+    kafka.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        choices=range(1, 6),
+        metavar="N",
+        help="nodes (1-5; default 1): with 3, replicated topics as in production",
+    )
+    kafka.add_argument(
+        "--heap", default=None, help="JVM heap per node (default 1g; 512m in a cluster)"
+    )
     kafka.add_argument("--run-dir", default=None, help="data, logs and state of the broker")
     kafka.add_argument("--cache-dir", default=None, help="where the Kafka jars are cached")
     kafka.add_argument("--wipe", action="store_true", help="with stop: delete the broker's data")

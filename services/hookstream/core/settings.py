@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of topics created by `topics create`."
     )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="`min.insync.replicas` of topics created by `topics create` when the "
+        "replication factor is above 1: how many copies a write is on before Kafka acknowledges "
+        "it (every producer uses acks=all). Unset: 2 from a replication factor of 3, else 1.",
+    )
 
     store_url: str = Field(
         default="sqlite:///hookstream.db",
@@ -378,6 +385,11 @@ class Settings(BaseSettings):
     def _check_prefix(self) -> Settings:
         if any(ch.isspace() for ch in self.topic_prefix):
             raise ValueError("topic_prefix must not contain whitespace")
+        if (self.min_insync_replicas or 1) > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) cannot exceed "
+                f"replication_factor ({self.replication_factor}): no write would be acknowledged"
+            )
         return self
 
     @property

@@ -120,6 +120,16 @@ class Topics:
         return kind
 
 
+def replication_config(settings: Settings) -> dict[str, str]:
+    """Topic configs of replication: with copies on several brokers, how many a write must be
+    on before it is acknowledged. Two of three survive the loss of any one broker without
+    refusing writes, and an acknowledged record without losing it."""
+    if settings.replication_factor < 2:
+        return {}
+    wanted = settings.min_insync_replicas or (2 if settings.replication_factor >= 3 else 1)
+    return {"min.insync.replicas": str(wanted)}
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic of the architecture with its partitions and cleanup policy."""
     topics = Topics.from_settings(settings)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 KAFKA_VERSION = "4.1.1"
@@ -56,6 +56,12 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
     <dependency>
       <groupId>org.apache.kafka</groupId>
       <artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <!-- MetadataQuorumCommand: which node of a local cluster is the active controller -->
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
       <version>{kafka}</version>
     </dependency>
     <dependency>
@@ -115,7 +121,8 @@ def resolve(cache_dir: Path | None = None) -> Path:
     cache_dir = cache_dir or default_cache_dir()
     libs = libs_dir(cache_dir)
     marker = cache_dir / "resolved"
-    if marker.exists() and (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+    needed = (f"kafka_2.13-{KAFKA_VERSION}.jar", f"kafka-tools-{KAFKA_VERSION}.jar")
+    if marker.exists() and all((libs / jar).exists() for jar in needed):
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -214,11 +221,30 @@ def read_state(run_dir: Path | None = None) -> BrokerState | None:
     return state if pid_alive(state.pid) else None
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+@dataclass(frozen=True)
+class Quorum:
+    """Where a node stands in its cluster: one node alone (its own quorum, dynamic, as
+    `--standalone` formats it), or one of several voters with replicated internal topics."""
+
+    node_id: int = 1
+    # node id -> controller port of every voter; empty: a single node.
+    voters: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def replicas(self) -> int:
+        return max(1, len(self.voters))
+
+
+def server_properties(
+    data_dir: Path, port: int, controller_port: int, quorum: Quorum | None = None
+) -> str:
+    quorum = quorum or Quorum()
+    replicas = quorum.replicas
+    # Production's shape on a cluster: three copies, and a write acknowledged by two.
+    min_isr = str(min(2, replicas))
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
+        "node.id": str(quorum.node_id),
         "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
         "advertised.listeners": (
             f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
@@ -227,13 +253,15 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(data_dir),
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "transaction.state.log.num.partitions": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "offsets.topic.replication.factor": str(replicas),
+        "offsets.topic.num.partitions": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": min_isr,
+        "transaction.state.log.num.partitions": str(replicas),
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": min_isr,
         "group.initial.rebalance.delay.ms": "0",
         # The sender's group uses the broker-side protocol (KIP-848), whose 45 s default
         # session would keep a killed member's partitions idle that long: 10 s, as for the
@@ -246,7 +274,67 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         # Tests delete many short-lived topics; let the cleaner keep up without a big heap.
         "log.cleaner.dedupe.buffer.size": "33554432",
     }
+    if quorum.voters:
+        # A static quorum: every node knows the voters, so all format alike and any two of
+        # three elect a leader.
+        props["controller.quorum.voters"] = ",".join(
+            f"{node}@127.0.0.1:{cport}" for node, cport in sorted(quorum.voters.items())
+        )
+    else:
+        props["controller.quorum.bootstrap.servers"] = f"127.0.0.1:{controller_port}"
     return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def format_storage(classpath: str, props: Path, cluster_id: str, standalone: bool) -> None:
+    """Format a node's log dir once (KRaft); a node of a static quorum formats without
+    `--standalone`."""
+    command = [
+        "java",
+        "-cp",
+        classpath,
+        "kafka.tools.StorageTool",
+        "format",
+        *(["--standalone"] if standalone else []),
+        # `=` form: a random id may start with "-", which argparse would read as a flag.
+        f"--cluster-id={cluster_id}",
+        "-c",
+        str(props),
+    ]
+    fmt = subprocess.run(command, capture_output=True, text=True, check=False)
+    if fmt.returncode != 0:
+        raise LocalKafkaError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+
+
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def launch(classpath: str, props: Path, log4j: Path, log_dir: Path, heap: str) -> int:
+    """Start one node's JVM in a session of its own (so a kill reaches all of it); its pid."""
+    stdout = (log_dir / "stdout.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            "java",
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            *_JVM_PERFORMANCE_OPTIONS,
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={log_dir}",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(props),
+        ],
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    stdout.close()
+    return proc.pid
+
+
+def write_log_config(path: Path) -> None:
+    path.write_text(_LOG4J2)
 
 
 def wait_until_ready(bootstrap: str, deadline_seconds: float, pid: int | None = None) -> None:
@@ -294,59 +382,22 @@ def start(
         raise LocalKafkaError(f"port {port} on 127.0.0.1 is in use; choose another with --port")
     controller_port = free_port()
     props = run_dir / "server.properties"
-    props.write_text(_server_properties(data_dir, port, controller_port))
+    props.write_text(server_properties(data_dir, port, controller_port))
     log4j = run_dir / "log4j2.properties"
-    log4j.write_text(_LOG4J2)
+    write_log_config(log4j)
     classpath = f"{libs}/*"
     if not (data_dir / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        fmt = subprocess.run(
-            [
-                "java",
-                "-cp",
-                classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "--standalone",
-                # `=` form: a random id may start with "-", which argparse would read as a flag.
-                f"--cluster-id={cluster_id}",
-                "-c",
-                str(props),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if fmt.returncode != 0:
-            raise LocalKafkaError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
-    stdout = (log_dir / "stdout.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            "java",
-            f"-Xms{heap}",
-            f"-Xmx{heap}",
-            *_JVM_PERFORMANCE_OPTIONS,
-            f"-Dlog4j2.configurationFile={log4j}",
-            f"-Dkafka.logs.dir={log_dir}",
-            "-cp",
-            classpath,
-            "kafka.Kafka",
-            str(props),
-        ],
-        stdout=stdout,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    stdout.close()
+        format_storage(classpath, props, new_cluster_id(), standalone=True)
+    pid = launch(classpath, props, log4j, log_dir, heap)
     bootstrap = f"127.0.0.1:{port}"
     try:
-        wait_until_ready(bootstrap, ready_timeout, pid=proc.pid)
+        wait_until_ready(bootstrap, ready_timeout, pid=pid)
     except LocalKafkaError as exc:
-        _terminate(proc.pid)
-        tail = _tail(log_dir / "server.log") or _tail(log_dir / "stdout.log")
-        raise LocalKafkaError(f"{exc}; last log lines:\n{tail}") from None
+        terminate(pid)
+        last = tail(log_dir / "server.log") or tail(log_dir / "stdout.log")
+        raise LocalKafkaError(f"{exc}; last log lines:\n{last}") from None
     state = BrokerState(
-        pid=proc.pid,
+        pid=pid,
         bootstrap=bootstrap,
         run_dir=str(run_dir),
         started_at=time.time(),
@@ -356,13 +407,13 @@ def start(
     return state
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 20) -> str:
     if not path.exists():
         return ""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _terminate(pid: int, timeout: float = 30.0) -> None:
+def terminate(pid: int, timeout: float = 30.0) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -388,7 +439,7 @@ def stop(run_dir: Path | None = None, wipe: bool = False) -> BrokerState | None:
     run_dir = run_dir or default_run_dir()
     state = read_state(run_dir)
     if state is not None:
-        _terminate(state.pid)
+        terminate(state.pid)
     _state_file(run_dir).unlink(missing_ok=True)
     if wipe:
         shutil.rmtree(run_dir / "data", ignore_errors=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
+from confluent_kafka.admin import ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from hookstream.core.kafka import admin_client
 from hookstream.core.settings import Settings
-from hookstream.core.topics import TopicSpec, topic_specs
+from hookstream.core.topics import TopicSpec, replication_config, topic_specs
 
 
 class TopicConflictError(Exception):
@@ -27,10 +27,31 @@ def _policy(spec: TopicSpec) -> str:
     return spec.config()["cleanup.policy"]
 
 
+def _differences(
+    spec: TopicSpec, entries: dict[str, ConfigEntry], replication: dict[str, str]
+) -> list[str]:
+    """What an existing topic has that hookstream cannot work with."""
+    problems = []
+    actual = entries["cleanup.policy"].value
+    if actual != _policy(spec):
+        problems.append(f"cleanup.policy is {actual!r}, hookstream needs {_policy(spec)!r}")
+    wanted = replication.get("min.insync.replicas")
+    held = entries["min.insync.replicas"].value if "min.insync.replicas" in entries else None
+    if wanted is not None and held is not None and int(held) < int(wanted):
+        # Fewer copies than configured would let an acknowledged record die with one broker.
+        problems.append(
+            f"min.insync.replicas is {held}, the settings ask for {wanted} "
+            "(kafka-configs --alter --add-config min.insync.replicas=...)"
+        )
+    return problems
+
+
 def create_topics(settings: Settings, timeout: float = 30.0) -> TopicReport:
-    """Create every topic of the architecture; check the cleanup policy of those that exist."""
+    """Create every topic of the architecture; check the cleanup policy (and, replicated,
+    `min.insync.replicas`) of those that exist."""
     admin = admin_client(settings)
     specs = topic_specs(settings)
+    replication = replication_config(settings)
     present = admin.list_topics(timeout=timeout).topics
     report = TopicReport()
     missing = [spec for spec in specs if spec.name not in present]
@@ -40,7 +61,7 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> TopicReport:
                 spec.name,
                 num_partitions=spec.partitions,
                 replication_factor=settings.replication_factor,
-                config=spec.config(),
+                config=spec.config() | replication,
             )
             for spec in missing
         ]
@@ -60,11 +81,10 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> TopicReport:
         by_name = {spec.name: spec for spec in existing}
         for resource, future in configs.items():
             spec = by_name[resource.name]
-            actual = future.result(timeout)["cleanup.policy"].value
-            if actual != _policy(spec):
-                report.conflicts.append(
-                    f"{spec.name}: cleanup.policy is {actual!r}, hookstream needs {_policy(spec)!r}"
-                )
+            entries = future.result(timeout)
+            problems = _differences(spec, entries, replication)
+            if problems:
+                report.conflicts.extend(f"{spec.name}: {problem}" for problem in problems)
             else:
                 report.existing.append(spec.name)
     return report
