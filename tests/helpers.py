@@ -67,6 +67,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a `hookstream` subprocess see exactly these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        key = f"HOOKSTREAM_{name.upper()}"
+        if value is None:
+            env.pop(key, None)  # unset: the subprocess gets the same default
+            continue
         if isinstance(value, SecretStr):
             text = value.get_secret_value()
         elif isinstance(value, dict):
@@ -75,7 +79,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             text = ",".join(str(item) for item in value)
         else:
             text = str(value)
-        env[f"HOOKSTREAM_{name.upper()}"] = text
+        env[key] = text
     return env
 
 
