@@ -111,7 +111,8 @@ class Upkeep:
             if won is None:
                 return None
             if won:
-                self._announce(webhook, reason, failing_since_ms, now_ms)
+                # What won: after a racing change, the name and url the tenant sees now.
+                self._announce(record, reason, failing_since_ms, now_ms)
                 return True
             current = self.webhooks.get(webhook.id)
             if current is None or not current.enabled:
