@@ -55,6 +55,46 @@ def test_resolved_cache_needs_no_maven(tmp_path: Path, monkeypatch: pytest.Monke
     libs = cache / "libs"
     libs.mkdir(parents=True)
     (libs / f"kafka_2.13-{localkafka.KAFKA_VERSION}.jar").write_bytes(b"")
+    (libs / f"kafka-tools-{localkafka.KAFKA_VERSION}.jar").write_bytes(b"")
     (cache / "resolved").write_text(localkafka.KAFKA_VERSION)
     monkeypatch.setenv("PATH", os.devnull)
     assert localkafka.resolve(cache) == libs
+
+
+def test_a_cache_from_before_the_tools_jar_is_resolved_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cluster asks kafka-tools which node leads the quorum; an older cache lacks it.
+    cache = tmp_path / "cache"
+    libs = cache / "libs"
+    libs.mkdir(parents=True)
+    (libs / f"kafka_2.13-{localkafka.KAFKA_VERSION}.jar").write_bytes(b"")
+    (cache / "resolved").write_text(localkafka.KAFKA_VERSION)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(localkafka.LocalKafkaError, match="Maven"):
+        localkafka.resolve(cache)
+
+
+def test_a_cluster_node_is_configured_for_production_replication(tmp_path: Path) -> None:
+    quorum = localkafka.Quorum(node_id=2, voters={1: 9101, 2: 9102, 3: 9103})
+    text = localkafka.server_properties(tmp_path, 9092, 9102, quorum)
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == (
+        "1@127.0.0.1:9101,2@127.0.0.1:9102,3@127.0.0.1:9103"
+    )
+    assert "controller.quorum.bootstrap.servers" not in props
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "default.replication.factor",
+    ):
+        assert props[key] == "3", key
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+
+
+def test_a_single_node_keeps_one_copy_of_everything(tmp_path: Path) -> None:
+    text = localkafka.server_properties(tmp_path, 9092, 9093)
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:9093"
+    assert props["offsets.topic.replication.factor"] == props["min.insync.replicas"] == "1"
