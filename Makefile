@@ -2,6 +2,8 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Kafka nodes of `make kafka` and `make chaos`: 1, or 3 for a replicated cluster.
+BROKERS ?= 1
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: help venv provision kafka kafka-stop topics postgres run demo lint test unit integration clean bench chaos
@@ -10,11 +12,12 @@ help:
 	@echo "make run          venv + local Kafka + topics + every service (dev API key: dev-admin-key)"
 	@echo "make demo         run + two receivers, sample events, retries; prints the delivery log"
 	@echo "make test         install what the tests need if missing, lint (ruff, mypy), the whole suite"
-	@echo "make kafka        start the local single-node Kafka broker (kafka-stop stops it)"
+	@echo "make kafka        start the local single-node Kafka broker (kafka-stop stops it); BROKERS=3 a cluster"
 	@echo "make topics       create hookstream's topics on the configured broker"
 	@echo "make postgres     start a local PostgreSQL on 5432 (Debian packages), e.g. for make run"
 	@echo "make lint         ruff + mypy"
 	@echo "make chaos        kill -9 services and the broker under load; checks nothing is lost (~6 min)"
+	@echo "                  BROKERS=3: on a three-node cluster, killing the busiest node, then the controller"
 	@echo "make bench        the benchmark (issue 7), ~8 min; BENCH_ARGS=--quick for ~2 min"
 
 $(STAMP): pyproject.toml
@@ -26,7 +29,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 kafka: venv
-	$(BIN)/hookstream kafka start
+	$(BIN)/hookstream kafka start --brokers $(BROKERS)
 
 kafka-stop: venv
 	$(BIN)/hookstream kafka stop
@@ -81,6 +84,7 @@ bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The chaos suite (issue 6) on a broker of its own; the store is PostgreSQL (a throwaway
-# cluster, as in make test). e.g. make chaos CHAOS_ARGS="--events 5000 --kill-every 4"
+# cluster, as in make test). e.g. make chaos CHAOS_ARGS="--events 5000 --kill-every 4";
+# make chaos BROKERS=3 runs it on a three-node cluster with replication factor 3.
 chaos: venv provision
-	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+	$(BIN)/python -m tests.chaos --brokers $(BROKERS) $(CHAOS_ARGS)

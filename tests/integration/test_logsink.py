@@ -764,7 +764,13 @@ def test_a_webhook_re_enabled_without_a_fix_is_auto_disabled_again(
         # Re-enabled without a fix: it keeps failing.
         reenabled_at = now_ms()
         platform.webhook(
-            replace(off, enabled=True, disabled_reason=None, updated_at_ms=reenabled_at)
+            replace(
+                off,
+                enabled=True,
+                disabled_reason=None,
+                updated_at_ms=reenabled_at,
+                version=off.version + 1,  # as the API writes it
+            )
         )
         assert current().enabled
 
