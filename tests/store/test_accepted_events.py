@@ -66,6 +66,19 @@ def test_an_unconfirmed_claim_is_taken_over_after_its_lease(store: Store) -> Non
     assert claim(store, "t1", "evt_1", T0 + 2 * LEASE) is EventTaken.PUBLISHED
 
 
+def test_a_renewed_claim_is_kept_past_its_first_lease(store: Store) -> None:
+    # A publish waiting for Kafka renews its claim: repeats keep seeing it in flight.
+    first = claim(store, "t1", "evt_1", T0)
+    assert isinstance(first, ClaimedEvent)
+    assert store.renew_event("t1", "evt_1", first, T0 + LEASE - 1)
+    assert claim(store, "t1", "evt_1", T0 + 2 * LEASE - 2) is EventTaken.IN_FLIGHT
+    # Renewals stop (its replica died): the lease lapses and a repeat takes over.
+    second = claim(store, "t1", "evt_1", T0 + 2 * LEASE)
+    assert isinstance(second, ClaimedEvent)
+    assert not store.renew_event("t1", "evt_1", first, T0 + 2 * LEASE + 1)
+    assert store.confirm_event("t1", "evt_1", second)
+
+
 def test_ids_are_scoped_per_tenant(store: Store) -> None:
     published(store, "t1", "evt_1", T0)
     assert isinstance(claim(store, "t2", "evt_1", T0), ClaimedEvent)

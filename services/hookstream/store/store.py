@@ -288,6 +288,21 @@ class Store:
             )
             return result.first() is not None
 
+    def renew_event(self, tenant_id: str, event_id: str, claim: ClaimedEvent, now_ms: int) -> bool:
+        """The claim's publish is still going on: its lease runs from `now_ms` again.
+
+        False if it lapsed and was taken over meanwhile (that request publishes too).
+        """
+        e = accepted_events.c
+        with write_transaction(self._engine) as conn:
+            result = conn.execute(
+                update(accepted_events)
+                .where(*_event_claim(tenant_id, event_id, claim))
+                .values(accepted_at_ms=now_ms)
+                .returning(e.event_id)
+            )
+            return result.first() is not None
+
     def release_event(self, tenant_id: str, event_id: str, claim: ClaimedEvent) -> None:
         """The claimed event was not published: the next request with this id publishes it."""
         with write_transaction(self._engine) as conn:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 
 import orjson
@@ -14,7 +16,6 @@ from hookstream.api.bodies import read_body, respond
 from hookstream.api.context import Api
 from hookstream.api.docs import operation
 from hookstream.api.errors import ApiError
-from hookstream.api.idempotency import claim_lease_ms
 from hookstream.api.lookup import api_of
 from hookstream.api.metrics import API_EVENTS
 from hookstream.api.models import EventAccepted, EventPublish
@@ -28,6 +29,12 @@ from hookstream.store import ClaimedEvent, EventTaken
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
+# An event id's claim lapses this long after its last renewal, and its publish renews it
+# every few seconds while Kafka has not acknowledged it: an API replica that dies mid-publish
+# holds the id for seconds, not minutes, and a repeat then publishes it (at least once).
+EVENT_CLAIM_LEASE_MS = 15_000
+EVENT_CLAIM_RENEW_SECONDS = 3.0
 
 
 @routes.post("/v1/events")
@@ -121,7 +128,7 @@ async def _publish(request: web.Request, trace: tracing.TraceHeaders) -> web.Str
         return respond(EventAccepted(id=event_id, duplicate=False), 202)
     window_ms = int(api.settings.event_idempotency_window * 1000)
     claim = await api.blocking(
-        api.store.claim_event, tenant_id, event_id, now, window_ms, claim_lease_ms(api)
+        api.store.claim_event, tenant_id, event_id, now, window_ms, EVENT_CLAIM_LEASE_MS
     )
     if claim is EventTaken.PUBLISHED:
         API_EVENTS.labels("duplicate").inc()
@@ -135,11 +142,14 @@ async def _publish(request: web.Request, trace: tracing.TraceHeaders) -> web.Str
             {"id": event_id},
             headers={hdrs.RETRY_AFTER: "1"},
         )
+    renewing = asyncio.create_task(_renew(api, tenant_id, event_id, claim))
     try:
         await api.produce([Record(api.topics.events, tenant_id.encode(), value, trace or None)])
     except BaseException:
         await _release(api, tenant_id, event_id, claim)
         raise
+    finally:
+        renewing.cancel()
     try:
         await api.blocking(api.store.confirm_event, tenant_id, event_id, claim)
     except Exception as exc:
@@ -148,6 +158,18 @@ async def _publish(request: web.Request, trace: tracing.TraceHeaders) -> web.Str
         log.warning("api: the publish of event %s was not confirmed: %s", event_id, exc)
     API_EVENTS.labels("published").inc()
     return respond(EventAccepted(id=event_id, duplicate=False), 202)
+
+
+async def _renew(api: Api, tenant_id: str, event_id: str, claim: ClaimedEvent) -> None:
+    """Keep the claim while its publish waits for Kafka (a broker may be away for minutes)."""
+    while True:
+        await asyncio.sleep(EVENT_CLAIM_RENEW_SECONDS)
+        try:
+            now_ms = int(time.time() * 1000)
+            await api.blocking(api.store.renew_event, tenant_id, event_id, claim, now_ms)
+        except Exception as exc:
+            # The claim may lapse: a repeat then publishes again (at least once).
+            log.warning("api: the claim of event %s could not be renewed: %s", event_id, exc)
 
 
 async def _release(api: Api, tenant_id: str, event_id: str, claim: ClaimedEvent) -> None:
