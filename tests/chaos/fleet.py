@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hookstream.core.settings import Settings
+from hookstream.core.topics import Topics
+from tests.chaos.brokers import Brokers
 from tests.chaos.plan import EXTRA_SENDER, SERVICES
 from tests.pipeline import Service
 
@@ -26,12 +27,11 @@ class Happening:
 class Fleet:
     """Every running service by name; a service killed -9 is started again at once."""
 
-    def __init__(
-        self, settings: Settings, log_dir: Path, restart_broker: Callable[[], None] | None
-    ):
+    def __init__(self, settings: Settings, log_dir: Path, brokers: Brokers | None):
         self.settings = settings
         self.log_dir = log_dir
-        self._restart_broker = restart_broker
+        # None: a cluster the run did not start, and must not harm.
+        self._brokers = brokers
         self._services: dict[str, Service] = {}
         self._retired: list[Service] = []
         self._lock = threading.Lock()
@@ -76,11 +76,25 @@ class Fleet:
         self._record(f"member leaves (exit {code})", EXTRA_SENDER, began)
 
     def restart_broker(self) -> None:
-        if self._restart_broker is None:
+        if self._brokers is None:
             return
         began = time.monotonic()
-        self._restart_broker()
-        self._record("broker kill -9 + restart", "kafka", began)
+        self._record(self._brokers.restart_all(), "kafka", began)
+
+    def kill_node(self, which: str) -> None:
+        """kill -9 one node of the cluster: the leader of most `deliveries` partitions or the
+        active controller."""
+        if self._brokers is None:
+            return
+        began = time.monotonic()
+        topic = Topics.from_settings(self.settings).deliveries
+        self._record(self._brokers.kill_node(which, topic), "kafka", began)
+
+    def restart_nodes(self) -> None:
+        if self._brokers is None or not self._brokers.down:
+            return
+        began = time.monotonic()
+        self._record(self._brokers.restart_down(), "kafka", began)
 
     def note(self, action: str, target: str) -> None:
         self._record(action, target, time.monotonic())

@@ -130,8 +130,10 @@ class Load:
                         self.published[event.id] = event
                     break
                 except ApiCallError as exc:
-                    # A 4xx would be our own bug: retrying cannot help.
-                    if exc.status is not None and exc.status < 500:
+                    # 409 event_in_progress: a killed API's claim on the id, until its lease
+                    # lapses; as a client would, retry. Any other 4xx would be our own bug.
+                    in_progress = exc.code == "event_in_progress"
+                    if exc.status is not None and exc.status < 500 and not in_progress:
                         self._fail(f"{event.id}: the API refused it: {exc.one_line()}")
                         break
                     if time.monotonic() > give_up_at:
@@ -139,7 +141,8 @@ class Load:
                         break
                     with self._lock:
                         self.api_retries += 1
-                    time.sleep(0.2)  # the API is restarting: retry the same id
+                    # The API is restarting, or says when to come back: retry the same id.
+                    time.sleep(1.0 if in_progress else 0.2)
 
     def _fail(self, reason: str) -> None:
         with self._lock:

@@ -56,7 +56,9 @@ EXTRA_SENDER = "sender-3"
 @dataclass(frozen=True)
 class Fault:
     at: float  # seconds after the load starts
-    action: str  # kill | kill-random | add-sender | remove-sender | restart-broker | outage
+    # kill | kill-random | add-sender | remove-sender | restart-broker | outage
+    # | kill-leader | kill-controller | restart-nodes (the last three on a cluster)
+    action: str
     target: str = ""
 
 
@@ -72,6 +74,9 @@ class ChaosPlan:
     # How long the pipeline may take to drain after the load ends before the run fails.
     drain_timeout: float = 300.0
     store_backend: str = "postgresql"
+    # Kafka nodes: 1, or a cluster whose topics have replication factor 3 and
+    # min.insync.replicas 2, as in production.
+    brokers: int = 1
     notes: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -89,24 +94,54 @@ def full_plan(
     rate: float = 200.0,
     kill_every: float = 7.0,
     seed: int = 7,
+    brokers: int = 1,
 ) -> ChaosPlan:
-    """`make chaos`: random kill -9s all along, a broker restart, a member joining and leaving."""
+    """`make chaos`: random kill -9s all along, a member joining and leaving, and a broker
+    restart (on a cluster: the busiest node killed and restarted, then the controller)."""
     duration = events / rate
     chooser = random.Random(seed)
     faults = [Fault(t, "kill-random") for t in _every(3.0, duration, kill_every)]
     faults += [
         Fault(0.0, "outage"),
         Fault(duration * 0.25, "add-sender"),
-        Fault(duration * 0.45, "restart-broker"),
         Fault(duration * 0.6, "outage"),
         Fault(duration * 0.75, "remove-sender"),
     ]
+    faults += _broker_faults(duration, brokers)
     # Jitter the kills so they do not line up with the other faults.
     faults = [
         Fault(f.at + chooser.uniform(0, 1.0), f.action) if f.action == "kill-random" else f
         for f in faults
     ]
-    return ChaosPlan(events=events, tenants=tenants, rate=rate, faults=_sorted(faults), seed=seed)
+    return ChaosPlan(
+        events=events,
+        tenants=tenants,
+        rate=rate,
+        faults=_sorted(faults),
+        seed=seed,
+        brokers=brokers,
+    )
+
+
+def _broker_faults(duration: float, brokers: int) -> list[Fault]:
+    if brokers == 1:
+        return [Fault(duration * 0.45, "restart-broker")]
+    # One node down at a time: a restart returns once its replicas are in sync again, so
+    # the next kill never takes a partition below min.insync.replicas.
+    return [
+        Fault(duration * 0.2, "kill-leader"),
+        Fault(duration * 0.35, "restart-nodes"),
+        Fault(duration * 0.5, "kill-controller"),
+        Fault(duration * 0.65, "restart-nodes"),
+    ]
+
+
+def short_cluster_plan(events: int = 4_000, tenants: int = 2, rate: float = 100.0) -> ChaosPlan:
+    """The cluster variant in `make test`: while the load runs, kill -9 the node leading the
+    most `deliveries` partitions, start it again, then the same for the controller."""
+    duration = events / rate
+    faults = [Fault(duration * 0.1, "outage"), *_broker_faults(duration, 3)]
+    return ChaosPlan(events=events, tenants=tenants, rate=rate, faults=_sorted(faults), brokers=3)
 
 
 def short_plan(events: int = 2_000, tenants: int = 2, rate: float = 200.0) -> ChaosPlan:

@@ -6,7 +6,6 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,6 +21,7 @@ from hookstream.store.schema import attempts
 from hookstream.tools import localkafka
 from hookstream.tools.status import Status, collect_status
 from hookstream.tools.topics import create_topics
+from tests.chaos.brokers import Brokers
 from tests.chaos.fleet import Fleet
 from tests.chaos.load import Load
 from tests.chaos.plan import (
@@ -52,7 +52,9 @@ class Outcome:
     report: dict[str, Any]
 
 
-def chaos_settings(bootstrap: str, store_url: str) -> Settings:
+def chaos_settings(bootstrap: str, store_url: str, brokers: int = 1) -> Settings:
+    """On a cluster, the production topic settings: three copies, two acknowledge a write."""
+    replicated = {"replication_factor": 3, "min_insync_replicas": 2} if brokers >= 3 else {}
     return settings_for_test(
         bootstrap,
         f"chaos{uuid.uuid4().hex[:8]}.",
@@ -64,6 +66,7 @@ def chaos_settings(bootstrap: str, store_url: str) -> Settings:
         api_port=localkafka.free_port(),
         api_keys={ADMIN_KEY: "*"},
         allow_private_targets=("127.0.0.0/8",),
+        **replicated,
     )
 
 
@@ -72,12 +75,12 @@ def run_chaos(
     settings: Settings,
     work_dir: Path,
     out: TextIO,
-    restart_broker: Callable[[], None] | None = None,
+    brokers: Brokers | None = None,
 ) -> Outcome:
     create_topics(settings)
     Store.open(settings.store_url).close()  # migrate once, as an operator would
     receiver = TestReceiver().start()
-    fleet = Fleet(settings, work_dir, restart_broker)
+    fleet = Fleet(settings, work_dir, brokers)
     api = ApiClient(f"http://127.0.0.1:{settings.api_port}", ADMIN_KEY, timeout=10)
     try:
         fleet.start("api")
@@ -195,6 +198,12 @@ def _apply(
         fleet.remove_sender()
     elif fault.action == "restart-broker":
         fleet.restart_broker()
+    elif fault.action == "kill-leader":
+        fleet.kill_node("leader")
+    elif fault.action == "kill-controller":
+        fleet.kill_node("controller")
+    elif fault.action == "restart-nodes":
+        fleet.restart_nodes()
     elif fault.action == "outage":
         until = time.time() + OUTAGE_SECONDS
         for target in targets:

@@ -303,9 +303,26 @@ def restart_node(
     )
     state = ClusterState(state.run_dir, nodes, state.started_at, state.startup_seconds)
     _write(state)
-    wait_for_brokers(state, len(nodes), ready_timeout)
+    _wait_serving(state.node(node_id), ready_timeout)
     wait_in_sync(state, ready_timeout)
     return state
+
+
+def _wait_serving(node: Node, timeout: float) -> None:
+    """Until the node itself answers as a broker of the cluster. (The others' metadata can
+    list a killed node for seconds, until its broker session lapses: not proof it is back.)"""
+    admin = _admin(node.address)
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            metadata = admin.list_topics(timeout=2)
+            if metadata.orig_broker_id == node.node_id and node.node_id in metadata.brokers:
+                return
+        if not localkafka.pid_alive(node.pid):
+            raise LocalKafkaError(f"node {node.node_id} exited while starting")
+        if time.monotonic() > deadline:
+            raise LocalKafkaError(f"node {node.node_id} did not answer within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def stop(run_dir: Path, wipe: bool = False) -> ClusterState | None:
