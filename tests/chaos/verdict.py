@@ -146,11 +146,18 @@ def judge(
         not unknown_in_store,
         unknown_in_store,
     )
+    stored_outcomes: dict[Pair, list[str]] = {}
+    for a in stored:
+        stored_outcomes.setdefault(a.pair, []).append(a.outcome)
     verdict.check(
         "delivered pairs without a success row",
         len(no_success_row),
         not no_success_row,
-        no_success_row,
+        # What the store holds for them instead, and how often the receiver accepted them.
+        (
+            f"{pair}: stored {stored_outcomes.get(pair, [])}, accepted {accepted_per_pair[pair]}x"
+            for pair in sorted(no_success_row)
+        ),
     )
     verdict.figures.update(
         {

@@ -310,13 +310,15 @@ def restart_node(
 
 def _wait_serving(node: Node, timeout: float) -> None:
     """Until the node itself answers as a broker of the cluster. (The others' metadata can
-    list a killed node for seconds, until its broker session lapses: not proof it is back.)"""
-    admin = _admin(node.address)
+    list a killed node for seconds, until its broker session lapses: not proof it is back.)
+
+    A new client each time, bootstrapped on the node alone: its first answer can only come
+    from the node (a client that has learnt the others would ask them)."""
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(Exception):
-            metadata = admin.list_topics(timeout=2)
-            if metadata.orig_broker_id == node.node_id and node.node_id in metadata.brokers:
+            metadata = _admin(node.address).list_topics(timeout=2)
+            if node.node_id in metadata.brokers:
                 return
         if not localkafka.pid_alive(node.pid):
             raise LocalKafkaError(f"node {node.node_id} exited while starting")
