@@ -10,12 +10,11 @@ import pytest
 from hookstream.core.records import Delivery, Outcome, Trigger
 from hookstream.core.settings import load_settings
 from hookstream.core.topics import Topics
-from hookstream.sender.attempt import Source, conclude, deferred
+from hookstream.sender.attempt import conclude, deferred
 from hookstream.sender.outcome import HttpResult
 
 SETTINGS = load_settings(topic_prefix="t.")
 TOPICS = Topics.from_settings(SETTINGS)
-SOURCE = Source("t.deliveries", 0, 7)
 
 
 def _delivery(attempt: int, trigger: Trigger) -> Delivery:
@@ -25,7 +24,7 @@ def _delivery(attempt: int, trigger: Trigger) -> Delivery:
 def _failed(delivery: Delivery) -> Delivery:
     """What a 503 to `delivery` leaves: its retry record, checked to be one."""
     result = HttpResult(status_code=503, duration_ms=5, error=None)
-    conclusion = conclude(delivery, SOURCE, None, result, 1_000, SETTINGS, TOPICS, random.Random(1))
+    conclusion = conclude(delivery, None, result, 1_000, SETTINGS, TOPICS, random.Random(1))
     assert conclusion.outcome is Outcome.TEMPORARY_FAILURE
     assert conclusion.attempt.trigger == delivery.trigger
     assert conclusion.retry is not None

@@ -6,8 +6,8 @@ Kafka or HTTP.
 
 from __future__ import annotations
 
-import hashlib
 import random
+import uuid
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
@@ -28,7 +28,7 @@ UNCHANGED: Literal[_Unchanged.TOKEN] = _Unchanged.TOKEN
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where the delivery record was read from; makes attempt ids stable across re-reads."""
+    """Where the delivery record was read from."""
 
     topic: str
     partition: int
@@ -47,15 +47,20 @@ class Conclusion:
     disabled_webhook: Webhook | None = None
 
 
-def attempt_id(delivery_id: str, attempt: int, source: Source) -> str:
-    """Deterministic: re-processing the same record after a crash logs the same attempt id."""
-    key = f"{delivery_id}\0{attempt}\0{source.topic}\0{source.partition}\0{source.offset}"
-    return "att_" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+def new_attempt_id() -> str:
+    """One id per request made (or decided against), never derived from the record.
+
+    A record redone after a crash makes its request again, and may get another answer (a
+    503, then a 204): that is a second attempt. Were its id the first one's, the store,
+    which keeps an attempt once by its id, would hold the first answer alone, and a
+    delivery the endpoint took would read as failed. The same attempt *record* read twice
+    (a consumer's redo) still carries one id.
+    """
+    return "att_" + uuid.uuid4().hex
 
 
 def conclude(
     delivery: Delivery,
-    source: Source,
     webhook: Webhook | None,
     result: HttpResult | None,
     started_at_ms: int,
@@ -114,7 +119,7 @@ def conclude(
         dead_letter_reason = "destination_refused"
 
     attempt = Attempt(
-        attempt_id=attempt_id(delivery.delivery_id, number, source),
+        attempt_id=new_attempt_id(),
         delivery_id=delivery.delivery_id,
         event_id=delivery.event_id,
         webhook_id=delivery.webhook_id,

@@ -329,7 +329,6 @@ class Sender:
                     metrics.IN_FLIGHT.dec()
         conclusion = conclude(
             delivery,
-            source,
             webhook,
             result,
             started_ms,
