@@ -61,7 +61,7 @@ async def _purge_forever(api: Api) -> None:
         await _purge(
             api,
             "event ids",
-            api.store.purge_accepted_events,
+            api.store.event_claims.purge,
             _cutoff(api.settings.event_idempotency_window),
         )
         await _purge(

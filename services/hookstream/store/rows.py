@@ -66,7 +66,8 @@ class FailingWebhook:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedEvent:
-    """This caller holds an event id: publish, then `confirm_event` or `release_event`."""
+    """This caller holds event ids (one token for all it claimed at once): publish, then
+    confirm or release them (store/event_claims.py)."""
 
     token: str
 

@@ -8,7 +8,6 @@ the same rows.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -20,7 +19,6 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
-    and_,
     case,
     delete,
     exists,
@@ -43,26 +41,21 @@ from hookstream.store.derive import (
     fold_health,
 )
 from hookstream.store.engine import make_engine, write_transaction
+from hookstream.store.event_claims import EventClaims
 from hookstream.store.idempotency import IdempotencyKeys
-from hookstream.store.purge import IN_CHUNK, purge_before
+from hookstream.store.purge import IN_CHUNK
 from hookstream.store.rows import (
-    ClaimedEvent,
     DeliveryDetail,
     DeliveryRow,
-    EventTaken,
     FailingWebhook,
     Health,
     Page,
 )
-from hookstream.store.schema import accepted_events, attempts, deliveries, webhook_health
+from hookstream.store.schema import attempts, deliveries, webhook_health
 from hookstream.store.versioning import migrate_engine
 
 DAY_MS = 24 * 60 * 60 * 1000
 MAX_PAGE_SIZE = 1000
-# An event claim can vanish between the failed upsert and the read that follows (released by
-# its holder, or purged); then claiming again is right, and it settles within a try or two.
-_CLAIM_TRIES = 5
-
 _T = TypeVar("_T")
 Insert = postgresql.Insert | sqlite.Insert
 
@@ -87,8 +80,9 @@ class Store:
         self._insert: Callable[[Table], Insert] = (
             postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         )
-        # The API's Idempotency-Key records, in a module of their own.
+        # The API's Idempotency-Key records and event-id claims, in modules of their own.
         self.idempotency_keys = IdempotencyKeys(engine, self._insert)
+        self.event_claims = EventClaims(engine, self._insert)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -234,91 +228,6 @@ class Store:
             deleted += len(doomed)
             if len(doomed) < batch_size:
                 return deleted
-
-    def claim_event(
-        self, tenant_id: str, event_id: str, now_ms: int, window_ms: int, lease_ms: int
-    ) -> ClaimedEvent | EventTaken:
-        """Claim an event id before publishing it, or say who has it.
-
-        One statement, so of any number of API replicas racing on an id exactly one wins and
-        publishes. The winner then `confirm_event`s (published) or `release_event`s (it was
-        not), so a claim never reports a publish that did not happen. A record older than the
-        window counts as absent; so does a claim unconfirmed for `lease_ms` (its replica died
-        between claim and confirm: publishing again is the at-least-once side of that).
-        """
-        e = accepted_events.c
-        for _ in range(_CLAIM_TRIES):
-            token = uuid.uuid4().hex
-            stmt = self._insert(accepted_events).values(
-                tenant_id=tenant_id, event_id=event_id, accepted_at_ms=now_ms, claim_token=token
-            )
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["tenant_id", "event_id"],
-                set_={"accepted_at_ms": now_ms, "claim_token": token},
-                where=or_(
-                    e.accepted_at_ms <= now_ms - window_ms,
-                    and_(e.claim_token.is_not(None), e.accepted_at_ms <= now_ms - lease_ms),
-                ),
-            )
-            # RETURNING rather than rowcount: psycopg reports no rowcount for an upsert here.
-            with write_transaction(self._engine) as conn:
-                won = conn.execute(stmt.returning(e.claim_token)).first()
-                if won is not None and won.claim_token == token:
-                    return ClaimedEvent(token)
-                held = conn.execute(
-                    select(e.claim_token).where(e.tenant_id == tenant_id, e.event_id == event_id)
-                ).first()
-            if held is not None:
-                return EventTaken.PUBLISHED if held.claim_token is None else EventTaken.IN_FLIGHT
-            # Released (or purged) between the two statements: claim again.
-        raise RuntimeError(f"event id {event_id!r} kept changing hands; retry")
-
-    def confirm_event(self, tenant_id: str, event_id: str, claim: ClaimedEvent) -> bool:
-        """The claimed event is published: repeats in the window are duplicates from now on.
-
-        False if the claim lapsed and was taken over meanwhile.
-        """
-        e = accepted_events.c
-        with write_transaction(self._engine) as conn:
-            result = conn.execute(
-                update(accepted_events)
-                .where(*_event_claim(tenant_id, event_id, claim))
-                .values(claim_token=None)
-                .returning(e.event_id)
-            )
-            return result.first() is not None
-
-    def renew_event(self, tenant_id: str, event_id: str, claim: ClaimedEvent, now_ms: int) -> bool:
-        """The claim's publish is still going on: its lease runs from `now_ms` again.
-
-        False if it lapsed and was taken over meanwhile (that request publishes too).
-        """
-        e = accepted_events.c
-        with write_transaction(self._engine) as conn:
-            result = conn.execute(
-                update(accepted_events)
-                .where(*_event_claim(tenant_id, event_id, claim))
-                .values(accepted_at_ms=now_ms)
-                .returning(e.event_id)
-            )
-            return result.first() is not None
-
-    def release_event(self, tenant_id: str, event_id: str, claim: ClaimedEvent) -> None:
-        """The claimed event was not published: the next request with this id publishes it."""
-        with write_transaction(self._engine) as conn:
-            conn.execute(delete(accepted_events).where(*_event_claim(tenant_id, event_id, claim)))
-
-    def purge_accepted_events(self, before_ms: int, batch_size: int = 5000) -> int:
-        """Drop event claims made before `before_ms`, one short transaction per batch."""
-        e = accepted_events.c
-        return purge_before(
-            self._engine,
-            accepted_events,
-            (e.tenant_id, e.event_id),
-            e.accepted_at_ms,
-            before_ms,
-            batch_size,
-        )
 
     def ping(self) -> None:
         """Raise if the database cannot answer a query (readiness checks)."""
@@ -469,11 +378,6 @@ class Store:
                 FailingWebhook(**{**row._mapping, "acted_on": bool(row.acted_on)})
                 for row in conn.execute(query)
             ]
-
-
-def _event_claim(tenant_id: str, event_id: str, claim: ClaimedEvent) -> tuple[Any, ...]:
-    e = accepted_events.c
-    return (e.tenant_id == tenant_id, e.event_id == event_id, e.claim_token == claim.token)
 
 
 def _attempt_values(attempt: Attempt) -> dict[str, Any]:
