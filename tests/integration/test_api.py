@@ -255,7 +255,8 @@ def test_openapi_documents_exactly_the_routes(stack: Stack, api: Client) -> None
     assert undocumented == []
     assert documented == served
     assert ("POST", "/v1/webhooks/{id}/rotate-secret") in served
-    assert len(served) == 19
+    assert ("POST", "/v1/events/batch") in served
+    assert len(served) == 20
     for path, item in document["paths"].items():
         for method, op in item.items():
             assert op["responses"], f"{method} {path} documents no response"

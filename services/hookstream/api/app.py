@@ -15,6 +15,7 @@ from hookstream.api.openapi import build_document
 from hookstream.api.routes import (
     catalog,
     deliveries,
+    event_batch,
     events,
     ops,
     principals,
@@ -30,6 +31,7 @@ ROUTE_TABLES = (
     deliveries.routes,
     catalog.routes,
     events.routes,
+    event_batch.routes,
     principals.routes,
     ops.routes,
 )

@@ -198,6 +198,25 @@ class EventPublish(Body):
     ]
 
 
+# Events in one `POST /v1/events/batch`.
+MAX_BATCH_EVENTS = 500
+
+
+class EventBatch(Body):
+    """Each event is read (and refused) on its own, so one bad event refuses no other: the
+    items are objects here, and each is held to EventPublish by itself."""
+
+    events: Annotated[
+        list[dict[str, Any]],
+        Field(
+            min_length=1,
+            max_length=MAX_BATCH_EVENTS,
+            description="The events, each an object as `POST /v1/events` takes "
+            "(`id`, `type`, `tenant_id`, `occurred_at`, `data`)",
+        ),
+    ]
+
+
 class PrincipalPut(Body):
     tenant_id: TenantId = None
     permissions: Annotated[list[Name], Field(max_length=1000)]
@@ -294,6 +313,25 @@ class Catalog(BaseModel):
 class EventAccepted(BaseModel):
     id: str
     duplicate: bool = Field(description="True when this id was already accepted and not resent")
+
+
+class EventBatchItem(BaseModel):
+    index: int = Field(description="The event's position in the request's `events`")
+    id: str | None = Field(description="The event's id (the client's, or the one assigned)")
+    status: Literal["accepted", "duplicate", "in_progress", "rejected"] = Field(
+        description="accepted: published now; duplicate: this id was accepted before (or "
+        "earlier in this batch) and is not published again; in_progress: another request is "
+        "publishing this id, retry it; rejected: see `error`, nothing was published"
+    )
+    error: ErrorBody | None = None
+
+
+class EventBatchResult(BaseModel):
+    results: list[EventBatchItem]
+    accepted: int
+    duplicates: int
+    in_progress: int
+    rejected: int
 
 
 class PrincipalOut(BaseModel):

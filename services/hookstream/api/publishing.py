@@ -1,0 +1,150 @@
+"""Publishing events to `events`, for `POST /v1/events` and its batch form.
+
+An event is first made into its record (`prepare`: tenant, type, size, all checked), then
+any number of them are published together (`publish`): the client-chosen ids are claimed
+in one statement, every record is produced in one go and awaited once, and the claims are
+confirmed in one statement more. So a batch of 500 events costs about what one event does
+in round trips, and of requests racing on an id (on any replica) one alone publishes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+
+import orjson
+
+from hookstream.api.auth import Caller
+from hookstream.api.context import Api
+from hookstream.api.errors import ApiError
+from hookstream.api.models import EventPublish
+from hookstream.api.times import iso, normalize_iso
+from hookstream.api.validation import check_event_type
+from hookstream.core import tracing
+from hookstream.core.records import Event
+from hookstream.runtime.writer import Record
+from hookstream.store import ClaimedEvent, EventTaken
+from hookstream.store.event_claims import EventKey
+
+log = logging.getLogger(__name__)
+
+# An event id's claim lapses this long after its last renewal, and its publish renews it
+# every few seconds while Kafka has not acknowledged it: an API replica that dies mid-publish
+# holds the id for seconds, not minutes, and a repeat then publishes it (at least once).
+EVENT_CLAIM_LEASE_MS = 15_000
+EVENT_CLAIM_RENEW_SECONDS = 3.0
+
+
+class Published(Enum):
+    """What became of an event handed to `publish`, beside the EventTaken answers."""
+
+    NOW = "published"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event made into its record, ready to publish."""
+
+    key: EventKey  # (tenant id, event id)
+    claimed: bool  # a client-chosen id: claimed before it is published
+    record: Record
+
+
+def prepare(
+    api: Api, caller: Caller, body: EventPublish, now_ms: int, trace: tracing.TraceHeaders
+) -> Outgoing:
+    """The event's record; ApiError (422, 403, 413) naming what is wrong with it."""
+    tenant_id = caller.write_tenant(body.tenant_id)
+    check_event_type(api, body.type)
+    event_id = body.id or f"evt_{uuid.uuid4().hex}"
+    value = api.codec.write(
+        Event(
+            id=event_id,
+            type=body.type,
+            tenant_id=tenant_id,
+            occurred_at=normalize_iso("occurred_at", body.occurred_at)
+            if body.occurred_at is not None
+            else iso(now_ms),
+            data=orjson.dumps(body.data).decode(),
+            published_at_ms=now_ms,
+        )
+    )
+    # The router refuses records above this size, so the API refuses them first, visibly.
+    limit = api.settings.max_payload_bytes
+    if len(value) > limit:
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"the event is {len(value)} bytes encoded, above the limit of {limit} bytes",
+        )
+    record = Record(api.topics.events, tenant_id.encode(), value, trace or None)
+    return Outgoing((tenant_id, event_id), body.id is not None, record)
+
+
+async def publish(api: Api, events: list[Outgoing], now_ms: int) -> list[Published | EventTaken]:
+    """Publish `events` (distinct keys), each once; per event, published now or taken.
+
+    Only a client-chosen id can be retried, so only those are claimed. The claim comes first,
+    so that of requests racing on an id one alone publishes; it is confirmed after the
+    publish and released if the publish failed (the failure is raised: 503), so a repeat
+    never reports a publish that did not happen.
+    """
+    keys = [event.key for event in events if event.claimed]
+    answers: dict[EventKey, ClaimedEvent | EventTaken] = {}
+    if keys:
+        window_ms = int(api.settings.event_idempotency_window * 1000)
+        claimed = await api.blocking(
+            api.store.event_claims.claim, keys, now_ms, window_ms, EVENT_CLAIM_LEASE_MS
+        )
+        answers = dict(zip(keys, claimed, strict=True))
+    going = [e for e in events if not e.claimed or isinstance(answers[e.key], ClaimedEvent)]
+    ours = [e.key for e in going if e.claimed]
+    # One token for every id claimed in one call.
+    claim = next((a for a in answers.values() if isinstance(a, ClaimedEvent)), None)
+    if going:
+        renewing = asyncio.create_task(_renew(api, claim, ours)) if claim is not None else None
+        try:
+            await api.produce([event.record for event in going])
+        except BaseException:
+            if claim is not None:
+                await _release(api, claim, ours)
+            raise
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+        if claim is not None:
+            try:
+                await api.blocking(api.store.event_claims.confirm, claim, ours)
+            except Exception as exc:
+                # Published all the same: repeats answer 409 until the claims' lease lapses,
+                # then publish again (at least once; receivers drop repeats by `webhook-id`).
+                log.warning("api: the publish of %d events was not confirmed: %s", len(ours), exc)
+    results: list[Published | EventTaken] = []
+    for event in events:
+        answer = answers.get(event.key)
+        results.append(answer if isinstance(answer, EventTaken) else Published.NOW)
+    return results
+
+
+async def _renew(api: Api, claim: ClaimedEvent, keys: list[EventKey]) -> None:
+    """Keep the claims while their publish waits for Kafka (a broker may be away for minutes)."""
+    while True:
+        await asyncio.sleep(EVENT_CLAIM_RENEW_SECONDS)
+        try:
+            now_ms = int(time.time() * 1000)
+            await api.blocking(api.store.event_claims.renew, claim, keys, now_ms)
+        except Exception as exc:
+            # The claims may lapse: a repeat then publishes again (at least once).
+            log.warning("api: %d event claims could not be renewed: %s", len(keys), exc)
+
+
+async def _release(api: Api, claim: ClaimedEvent, keys: list[EventKey]) -> None:
+    try:
+        await api.blocking(api.store.event_claims.release, claim, keys)
+    except Exception as exc:
+        # The claims then lapse after their lease; until then repeats answer 409.
+        log.warning("api: %d event claims could not be released: %s", len(keys), exc)
