@@ -36,6 +36,12 @@ class Sizes:
     light_rate: int
     light_seconds: float
     idle_seconds: float
+    # HTTP ingest (issue 19): clients posting single events, clients posting batches of so
+    # many, each phase for so many seconds.
+    ingest_clients: int
+    ingest_batch_clients: int
+    ingest_batch_size: int
+    ingest_seconds: float
     step_rates: tuple[int, ...]
     step_seconds: float
     step_grace: float
@@ -69,6 +75,10 @@ FULL = Sizes(
     light_rate=20,
     light_seconds=30.0,
     idle_seconds=20.0,
+    ingest_clients=32,
+    ingest_batch_clients=4,
+    ingest_batch_size=500,
+    ingest_seconds=15.0,
     step_rates=(100, 250, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000),
     step_seconds=10.0,
     step_grace=3.0,
@@ -97,6 +107,10 @@ QUICK = Sizes(
     light_rate=20,
     light_seconds=10.0,
     idle_seconds=10.0,
+    ingest_clients=32,
+    ingest_batch_clients=4,
+    ingest_batch_size=500,
+    ingest_seconds=5.0,
     step_rates=(250, 500, 1_000, 2_000, 4_000),
     step_seconds=5.0,
     step_grace=3.0,

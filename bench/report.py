@@ -209,6 +209,28 @@ def build_figures(stages: dict[str, Any]) -> list[Figure]:
                 parts,
             )
         )
+    ingest = stages.get("http_ingest")
+    if ingest:
+        for phase, label, bound in (
+            ("single", "POST /v1/events", 3_000),
+            ("batch", "POST /v1/events/batch", 20_000),
+        ):
+            measured = ingest[phase]
+            value = measured["events_per_second"]
+            cpu = measured["cpu_seconds_per_1000_api_and_broker"]
+            figures.append(
+                Figure(
+                    f"HTTP ingest: events/s, one api, {measured['clients']} clients, "
+                    f"{measured['events_per_request']} per request ({label})",
+                    value,
+                    "/s",
+                    None,
+                    f">= {bound:,}",
+                    value >= bound,
+                    f"request p50 {measured['request_p50_ms']} ms, p99 "
+                    f"{measured['request_p99_ms']} ms; api + broker {cpu} CPU s per 1,000",
+                )
+            )
     latency = stages.get("e2e_latency")
     if latency:
         sustained = steps["sustained_deliveries_per_second"] if steps else None

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling, stage_e2e, stage_router, stage_sender
+from bench import ceiling, stage_e2e, stage_ingest, stage_router, stage_sender
 from bench.cluster import Broker
 from bench.context import FULL, QUICK, Context, Sizes
 from bench.machine import REPO, describe, load_average
@@ -23,7 +23,7 @@ from bench.nginx import Nginx, ensure_installed
 from bench.report import build_figures, figures_json, table
 from hookstream.core.codec import default_codec
 
-STAGES = ("ceiling", "sender", "isolation", "router", "light", "e2e", "scaleout")
+STAGES = ("ceiling", "sender", "isolation", "router", "light", "ingest", "e2e", "scaleout")
 RESULTS = REPO / "bench" / "results"
 
 # What `make bench` runs differs from issue 7's sizes here, to stay within ~15 minutes.
@@ -167,6 +167,8 @@ def _plan(ctx: Context, selected: list[str]) -> list[tuple[str, Callable[[], Any
             plan.append((f"router_fanout_{fanout}", work))
     if "light" in selected:
         plan.append(("light_latency", lambda: stage_e2e.run_light(ctx)))
+    if "ingest" in selected:
+        plan.append(("http_ingest", lambda: stage_ingest.run(ctx)))
     if "e2e" in selected:
         plan.append(("e2e_latency", lambda: stage_e2e.run_latency(ctx)))
     if "e2e" in selected or "scaleout" in selected:
