@@ -212,10 +212,13 @@ def build_figures(stages: dict[str, Any]) -> list[Figure]:
     ingest = stages.get("http_ingest")
     if ingest:
         for phase, label, bound in (
-            ("single", "POST /v1/events", 3_000),
-            ("batch", "POST /v1/events/batch", 20_000),
+            ("single", "POST /v1/events, ids", 3_000),
+            ("single_without_ids", "POST /v1/events, no ids", 3_000),
+            ("batch", "POST /v1/events/batch, ids", 20_000),
         ):
-            measured = ingest[phase]
+            measured = ingest.get(phase)
+            if measured is None:
+                continue
             value = measured["events_per_second"]
             cpu = measured["cpu_seconds_per_1000_api_and_broker"]
             figures.append(

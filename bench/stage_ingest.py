@@ -45,11 +45,13 @@ def run(ctx: Context) -> dict[str, Any]:
         wait_until(lambda: _ready(port), 60, "the api to answer", [api])
         run_id = uuid.uuid4().hex[:6]
         # A short round first, so that connections, the producer and SQLite are warm.
-        asyncio.run(_phase(port, 8, 1, 2.0, f"{run_id}w", sizes.body_size))
+        asyncio.run(_phase(port, 8, 1, 2.0, f"{run_id}w", sizes.body_size, True))
         result: dict[str, Any] = {}
-        for name, clients, per_request in (
-            ("single", sizes.ingest_clients, 1),
-            ("batch", sizes.ingest_batch_clients, sizes.ingest_batch_size),
+        for name, clients, per_request, with_ids in (
+            ("single", sizes.ingest_clients, 1, True),
+            # Without ids: nothing to claim, what the api and Kafka cost alone.
+            ("single_without_ids", sizes.ingest_clients, 1, False),
+            ("batch", sizes.ingest_batch_clients, sizes.ingest_batch_size, True),
         ):
             before = _cpu(ctx, api)
             measured = asyncio.run(
@@ -58,8 +60,9 @@ def run(ctx: Context) -> dict[str, Any]:
                     clients,
                     per_request,
                     sizes.ingest_seconds,
-                    f"{run_id}{name[0]}",
+                    f"{run_id}{name[0]}{len(name)}",
                     sizes.body_size,
+                    with_ids,
                 )
             )
             after = _cpu(ctx, api)
@@ -85,7 +88,13 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 async def _phase(
-    port: int, clients: int, per_request: int, seconds: float, run_id: str, body_size: int
+    port: int,
+    clients: int,
+    per_request: int,
+    seconds: float,
+    run_id: str,
+    body_size: int,
+    with_ids: bool,
 ) -> dict[str, Any]:
     """`clients` posting for `seconds`; every answer checked (202, or 200 with every event
     accepted)."""
@@ -102,14 +111,14 @@ async def _phase(
             events = []
             for _ in range(per_request):
                 serial += 1
-                events.append(
-                    {
-                        "id": f"evt_{run_id}_{n}_{serial}",
-                        "type": workload.EVENT_TYPE,
-                        "tenant_id": f"tnt_{serial % 100:05d}",
-                        "data": data,
-                    }
-                )
+                event = {
+                    "type": workload.EVENT_TYPE,
+                    "tenant_id": f"tnt_{serial % 100:05d}",
+                    "data": data,
+                }
+                if with_ids:
+                    event["id"] = f"evt_{run_id}_{n}_{serial}"
+                events.append(event)
             body = orjson.dumps(events[0] if per_request == 1 else {"events": events})
             started = time.perf_counter()
             async with session.post(url, data=body, headers=headers) as answer:
@@ -125,6 +134,7 @@ async def _phase(
     elapsed = time.monotonic() - started
     ordered = sorted(latencies)
     return {
+        "with_ids": with_ids,
         "clients": clients,
         "events_per_request": per_request,
         "events": counts[0],

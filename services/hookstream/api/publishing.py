@@ -13,12 +13,14 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from enum import Enum
 
 import orjson
 
 from hookstream.api.auth import Caller
+from hookstream.api.coalesce import Coalescer
 from hookstream.api.context import Api
 from hookstream.api.errors import ApiError
 from hookstream.api.models import EventPublish
@@ -37,6 +39,63 @@ log = logging.getLogger(__name__)
 # holds the id for seconds, not minutes, and a repeat then publishes it (at least once).
 EVENT_CLAIM_LEASE_MS = 15_000
 EVENT_CLAIM_RENEW_SECONDS = 3.0
+
+
+# Ids claimed (or confirmed) in one store transaction at most: a few batches' worth.
+MAX_GROUP = 2_000
+
+
+class _ClaimGroups:
+    """The claims and confirmations of concurrent requests, each group in one transaction
+    (api/coalesce.py): 32 clients posting single events cost a transaction a round, not 32."""
+
+    def __init__(self, api: Api) -> None:
+        self._api = api
+        self.claims: Coalescer[EventKey, ClaimedEvent | EventTaken] = Coalescer(
+            self._claim, MAX_GROUP
+        )
+        self.confirms: Coalescer[tuple[ClaimedEvent, EventKey], None] = Coalescer(
+            self._confirm, MAX_GROUP
+        )
+
+    async def _claim(self, keys: list[EventKey]) -> list[ClaimedEvent | EventTaken]:
+        # Two requests of one group may name the same id: the first claims it, and the
+        # other finds it in flight, as if it had come a moment later.
+        distinct = list(dict.fromkeys(keys))
+        api = self._api
+        window_ms = int(api.settings.event_idempotency_window * 1000)
+        now_ms = int(time.time() * 1000)
+        answered = await api.blocking(
+            api.store.event_claims.claim, distinct, now_ms, window_ms, EVENT_CLAIM_LEASE_MS
+        )
+        first = dict(zip(distinct, answered, strict=True))
+        seen: set[EventKey] = set()
+        results: list[ClaimedEvent | EventTaken] = []
+        for key in keys:
+            answer = first[key]
+            if key in seen and isinstance(answer, ClaimedEvent):
+                answer = EventTaken.IN_FLIGHT
+            seen.add(key)
+            results.append(answer)
+        return results
+
+    async def _confirm(self, confirmed: list[tuple[ClaimedEvent, EventKey]]) -> list[None]:
+        by_claim: dict[ClaimedEvent, list[EventKey]] = {}
+        for claim, key in confirmed:
+            by_claim.setdefault(claim, []).append(key)
+        claims = self._api.store.event_claims
+        await self._api.blocking(claims.confirm_all, list(by_claim.items()))
+        return [None] * len(confirmed)
+
+
+_GROUPS: weakref.WeakKeyDictionary[Api, _ClaimGroups] = weakref.WeakKeyDictionary()
+
+
+def _groups(api: Api) -> _ClaimGroups:
+    groups = _GROUPS.get(api)
+    if groups is None:
+        groups = _GROUPS[api] = _ClaimGroups(api)
+    return groups
 
 
 class Published(Enum):
@@ -95,12 +154,9 @@ async def publish(api: Api, events: list[Outgoing], now_ms: int) -> list[Publish
     """
     keys = [event.key for event in events if event.claimed]
     answers: dict[EventKey, ClaimedEvent | EventTaken] = {}
+    groups = _groups(api)
     if keys:
-        window_ms = int(api.settings.event_idempotency_window * 1000)
-        claimed = await api.blocking(
-            api.store.event_claims.claim, keys, now_ms, window_ms, EVENT_CLAIM_LEASE_MS
-        )
-        answers = dict(zip(keys, claimed, strict=True))
+        answers = dict(zip(keys, await groups.claims.submit(keys), strict=True))
     going = [e for e in events if not e.claimed or isinstance(answers[e.key], ClaimedEvent)]
     ours = [e.key for e in going if e.claimed]
     # One token for every id claimed in one call.
@@ -118,7 +174,7 @@ async def publish(api: Api, events: list[Outgoing], now_ms: int) -> list[Publish
                 renewing.cancel()
         if claim is not None:
             try:
-                await api.blocking(api.store.event_claims.confirm, claim, ours)
+                await groups.confirms.submit([(claim, key) for key in ours])
             except Exception as exc:
                 # Published all the same: repeats answer 409 until the claims' lease lapses,
                 # then publish again (at least once; receivers drop repeats by `webhook-id`).

@@ -71,10 +71,12 @@ class EventClaims:
             {"tenant_id": t, "event_id": i, "accepted_at_ms": now_ms, "claim_token": token}
             for t, i in sorted(keys)
         ]
-        stmt = self._insert(accepted_events).values(rows)
+        # One statement executed for many rows (SQLAlchemy's insertmanyvalues): compiled
+        # once and cached, where a VALUES list of each batch's length compiled anew each time.
+        stmt = self._insert(accepted_events)
         stmt = stmt.on_conflict_do_update(
             index_elements=["tenant_id", "event_id"],
-            set_={"accepted_at_ms": now_ms, "claim_token": token},
+            set_={"accepted_at_ms": stmt.excluded.accepted_at_ms, "claim_token": token},
             where=or_(
                 e.accepted_at_ms <= now_ms - window_ms,
                 and_(e.claim_token.is_not(None), e.accepted_at_ms <= now_ms - lease_ms),
@@ -83,11 +85,8 @@ class EventClaims:
         claimed = ClaimedEvent(token)
         # RETURNING rather than rowcount: psycopg reports no rowcount for an upsert here.
         with write_transaction(self._engine) as conn:
-            won = {
-                (row.tenant_id, row.event_id)
-                for row in conn.execute(stmt.returning(e.tenant_id, e.event_id, e.claim_token))
-                if row.claim_token == token
-            }
+            returned = conn.execute(stmt.returning(e.tenant_id, e.event_id, e.claim_token), rows)
+            won = {(r.tenant_id, r.event_id) for r in returned if r.claim_token == token}
             lost = [key for key in keys if key not in won]
             held = (
                 {
@@ -115,6 +114,22 @@ class EventClaims:
         """The claimed events are published: repeats in the window are duplicates from now
         on. How many were still ours (a lapsed claim may have been taken over)."""
         return self._update(claim, keys, {"claim_token": None})
+
+    def confirm_all(self, claims: Sequence[tuple[ClaimedEvent, Sequence[EventKey]]]) -> int:
+        """`confirm` for the claims of several requests, in one transaction."""
+        e = accepted_events.c
+        confirmed = 0
+        with write_transaction(self._engine) as conn:
+            for claim, keys in claims:
+                if keys:
+                    result = conn.execute(
+                        update(accepted_events)
+                        .where(*_held(claim, keys))
+                        .values(claim_token=None)
+                        .returning(e.event_id)
+                    )
+                    confirmed += len(result.all())
+        return confirmed
 
     def renew(self, claim: ClaimedEvent, keys: Sequence[EventKey], now_ms: int) -> int:
         """Their publish is still going on: the lease runs from `now_ms` again."""
