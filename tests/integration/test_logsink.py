@@ -26,7 +26,7 @@ from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.core.view import webhook_view
-from hookstream.logsink.upkeep import DISABLED_EVENT_TYPE, Upkeep
+from hookstream.logsink.upkeep import DISABLED_EVENT_TYPE, Upkeep, _reason, disabled_event_id
 from hookstream.store import Store
 from hookstream.store.engine import make_engine
 from hookstream.store.schema import attempts, deliveries, webhook_health
@@ -791,6 +791,58 @@ def test_a_webhook_re_enabled_without_a_fix_is_auto_disabled_again(
             if event["type"] == DISABLED_EVENT_TYPE
         ]
         assert len(notices) == len(set(notices)) == 2
+    finally:
+        view.stop()
+        store.close()
+
+
+def test_a_sink_killed_between_its_disable_and_the_notice_sends_the_notice_on_restart(
+    sink_settings: SettingsFactory, db: Engine
+) -> None:
+    """The disable won, the process died before `webhook.disabled` went out: the next run
+    (a new process, the streak not marked) sends it, once."""
+    settings = sink_settings(auto_disable_after=1.0)
+    topics = Topics.from_settings(settings)
+    platform = Platform(settings)
+    store = Store.open(settings.store_url)
+    view = webhook_view(settings, CODEC, topics.webhooks, None).start()
+    producer = Producer(producer_config(settings))
+    tenant = f"tenant_{uuid.uuid4().hex[:8]}"
+    hook = platform.webhook(make_webhook(tenant, "https://hooks.example.com/x", ["a.b"]))
+    since = now_ms() - 5000
+    record = attempt_record(
+        "dlv_crash",
+        webhook_id=hook.id,
+        tenant_id=tenant,
+        outcome="temporary_failure",
+        status_code=500,
+        started_at_ms=since,
+    )
+    store.record_attempts([AttemptRecord.from_record(record)])
+
+    def notices() -> list[dict[str, Any]]:
+        return [
+            event
+            for event in read_topic(settings, topics.events, "Event")
+            if event["type"] == DISABLED_EVENT_TYPE
+        ]
+
+    try:
+        view.wait_ready()
+        assert view.sync(10) and view.get(hook.id) is not None
+        dying = Upkeep(settings, store, view, producer, CODEC)
+        # What the dying run got done: its disable record, and nothing after it.
+        assert dying._write(hook.disabled(_reason(since), now_ms())) is True
+        assert notices() == []
+
+        restarted = Upkeep(settings, store, view, Producer(producer_config(settings)), CODEC)
+        assert view.sync(10)
+        assert restarted.auto_disable() == 0  # disabled already: nothing to disable
+        sent = notices()
+        assert [n["id"] for n in sent] == [disabled_event_id(hook.id, since)]
+        assert orjson.loads(sent[0]["data"])["webhook_id"] == hook.id
+        assert restarted.auto_disable() == 0
+        assert len(notices()) == 1, "the streak is marked now: no second notice"
     finally:
         view.stop()
         store.close()

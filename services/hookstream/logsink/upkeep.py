@@ -78,6 +78,14 @@ class Upkeep:
             webhook = self.webhooks.get(failing.webhook_id)
             # Nothing more to do until a period from now, unless the webhook is enabled.
             recheck_ms = now_ms
+            if webhook is not None and not webhook.enabled and not failing.acted_on:
+                # Disabled by us in this streak, then the process died before the streak was
+                # marked: its notice may never have gone out. Sent (again): one event id per
+                # streak, so a repeat is the same event to every receiver.
+                since_ms = _since_of(webhook.disabled_reason)
+                if since_ms is not None and since_ms >= failing.failing_since_ms:
+                    reason = webhook.disabled_reason or ""
+                    self._announce(webhook, reason, since_ms, webhook.updated_at_ms)
             if webhook is not None and webhook.enabled:
                 since_ms = streak_start(failing, webhook)
                 if since_ms > cutoff_ms:
@@ -103,8 +111,7 @@ class Upkeep:
         the log-sink owns changes (enabled + reason, core.versions), and the event goes out
         only once our record has won: a lost race must not announce a disable that isn't.
         """
-        since = _iso(failing_since_ms)
-        reason = f"auto-disabled: every delivery attempt failed since {since}"
+        reason = _reason(failing_since_ms)
         record = webhook.disabled(reason, now_ms)
         for _ in range(DISABLE_TRIES):
             won = self._write(record)
@@ -182,3 +189,21 @@ class Upkeep:
 
 def _iso(ms: int) -> str:
     return utc_iso(datetime.fromtimestamp(ms / 1000, tz=UTC))
+
+
+_REASON_PREFIX = "auto-disabled: every delivery attempt failed since "
+
+
+def _reason(failing_since_ms: int) -> str:
+    return _REASON_PREFIX + _iso(failing_since_ms)
+
+
+def _since_of(reason: str | None) -> int | None:
+    """The streak start an auto-disable reason names (None: not an auto-disable's)."""
+    if reason is None or not reason.startswith(_REASON_PREFIX):
+        return None
+    try:
+        moment = datetime.fromisoformat(reason.removeprefix(_REASON_PREFIX))
+    except ValueError:
+        return None
+    return round(moment.timestamp() * 1000)
