@@ -378,3 +378,22 @@ def test_errors_exit_non_zero_with_the_apis_message_in_one_line(stack: Stack) ->
 
     unreachable = stack.cli("event-types", "--api-url", "http://127.0.0.1:1")
     assert unreachable.code == 1 and "cannot reach the API" in unreachable.err
+
+
+def test_publish_batch_sends_many_events_and_names_the_ones_refused(stack: Stack) -> None:
+    run = uuid.uuid4().hex[:8]
+    lines = [
+        {"id": f"evt_{run}_1", "type": "invoice.paid", "data": {"invoice_id": "inv_b1"}},
+        {"id": f"evt_{run}_2", "type": "invoice.nope", "data": {}},
+        {"id": f"evt_{run}_3", "type": "invoice.paid", "data": {"invoice_id": "inv_b3"}},
+    ]
+    refused = stack.cli("events", "publish-batch", stdin="\n".join(map(json.dumps, lines)))
+    assert refused.code == 2, refused.err
+    assert "event 1: rejected: unknown event type: invoice.nope" in refused.err
+    assert refused.out.strip() == ("published 2, already accepted 0, in progress 0, rejected 1")
+    # Again, as a JSON array: the good ones were accepted before and are not sent twice.
+    again = stack.cli("events", "publish-batch", "--json", stdin=json.dumps([lines[0], lines[2]]))
+    assert again.code == 0, again.err
+    assert [r["status"] for r in again.json["results"]] == ["duplicate", "duplicate"]
+    empty = stack.cli("events", "publish-batch", stdin="\n\n")
+    assert empty.code == 2 and "holds no events" in empty.err

@@ -1,4 +1,4 @@
-"""The CLI's API commands: `webhooks …`, `events publish`, `deliveries …`, `event-types`.
+"""The CLI's API commands: `webhooks …`, `events publish[-batch]`, `deliveries …`, `event-types`.
 
 Every command talks to the management API (`--api-url`, `--api-key`, or HOOKSTREAM_API_URL
 and HOOKSTREAM_API_KEY), prints tables for people or the API's JSON with `--json`, and on
@@ -329,6 +329,79 @@ def _read_json(source: str) -> Any:
         raise UsageError(f"{where} is not valid JSON: {exc}") from None
 
 
+# Events per `POST /v1/events/batch` (the API's limit).
+BATCH_EVENTS = 500
+
+
+def events_publish_batch(args: argparse.Namespace, api: ApiClient) -> None:
+    events = _read_events(args.file)
+    if args.tenant_id is not None:
+        events = [{"tenant_id": args.tenant_id, **event} for event in events]
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(events), BATCH_EVENTS):
+        answer = api.post("/v1/events/batch", {"events": events[start : start + BATCH_EVENTS]})
+        results += [{**r, "index": r["index"] + start} for r in answer["results"]]
+    counts = {status: 0 for status in ("accepted", "duplicate", "in_progress", "rejected")}
+    for result in results:
+        counts[result["status"]] += 1
+    if args.json:
+        output.as_json({"results": results, **counts})
+    else:
+        for result in results:
+            if result["status"] == "rejected":
+                error = result["error"]
+                print(f"event {result['index']}: rejected: {error['message']}", file=sys.stderr)
+            elif result["status"] == "in_progress":
+                print(
+                    f"event {result['index']} ({result['id']}): being published by another "
+                    "request; send it again shortly",
+                    file=sys.stderr,
+                )
+        print(
+            f"published {counts['accepted']}, already accepted {counts['duplicate']}, "
+            f"in progress {counts['in_progress']}, rejected {counts['rejected']}"
+        )
+    if counts["rejected"] or counts["in_progress"]:
+        raise UsageError(
+            f"{counts['rejected'] + counts['in_progress']} of {len(results)} events not "
+            "published (the others were)"
+        )
+
+
+def _read_events(source: str) -> list[dict[str, Any]]:
+    """A JSON array of event objects, or JSON lines (one event per line)."""
+    if source == "-":
+        text, where = sys.stdin.read(), "stdin"
+    else:
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
+        where = source
+    stripped = text.strip()
+    parsed: list[Any]
+    if stripped.startswith("["):
+        try:
+            parsed = json.loads(stripped)
+        except ValueError as exc:
+            raise UsageError(f"{where} is not valid JSON: {exc}") from None
+    else:
+        parsed = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                parsed.append(json.loads(line))
+            except ValueError as exc:
+                raise UsageError(f"{where} line {number} is not valid JSON: {exc}") from None
+    if not parsed:
+        raise UsageError(f"{where} holds no events")
+    events = [event for event in parsed if isinstance(event, dict)]
+    if len(events) != len(parsed):
+        raise UsageError("every event must be a JSON object")
+    return events
+
+
 def events_publish(args: argparse.Namespace, api: ApiClient) -> None:
     parsed = _read_json(args.file)
     if not isinstance(parsed, dict):
@@ -586,6 +659,17 @@ def register(sub: Subparsers, settings: SettingsFactory) -> None:
     publish.add_argument("--type", help="the event type; the JSON is then the event's data alone")
     publish.add_argument("--id", help="event id; a repeated id is accepted but not re-sent")
     publish.add_argument("--occurred-at", help="ISO 8601 (default: now)")
+
+    batch = leaf(
+        event_actions,
+        "publish-batch",
+        events_publish_batch,
+        "publish many events: a JSON array of events, or one event per line, from a file or "
+        "stdin; sent 500 at a time",
+    )
+    batch.add_argument(
+        "file", nargs="?", default="-", help="JSON or JSON-lines file (default: stdin, also as -)"
+    )
 
     # deliveries
     deliveries = sub.add_parser("deliveries", help="the delivery log: list, inspect, replay, tail")
