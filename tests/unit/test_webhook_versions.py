@@ -10,8 +10,9 @@ own record, and a view read after compaction ends where the live views are.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -211,3 +212,46 @@ def test_admits_rules() -> None:
     assert admits(held, False, None, held.version)
     assert not admits(held.next_version(1), False, None, held.version)
     assert admits(held, False, None, None)  # a tombstone from before versions
+
+
+def _at(offset: int, key: str, value: bytes | None, headers: Any, at_ms: int) -> Message:
+    return Message(
+        topic=TOPIC,
+        partition=0,
+        offset=offset,
+        key=key.encode(),
+        value=value,
+        headers=headers,
+        timestamp=(TIMESTAMP_CREATE_TIME, at_ms),
+    )
+
+
+HOUR_MS = 3_600_000
+
+
+def test_a_view_remembers_a_deletion_as_long_as_the_topic_keeps_its_tombstone() -> None:
+    live = _view()
+    first = _created("wh_gone")
+    stale_copy = CODEC.write(first.disabled("410", 1))
+    t0 = 1_700_000_000_000
+    live._apply(_at(0, "wh_gone", CODEC.write(first), None, t0))
+    live._apply(_at(1, "wh_gone", None, tombstone_headers(first.version), t0 + 1))
+    # An hour later, a machine writer's stale copy: refused, the webhook stays deleted.
+    live._apply(_at(2, "wh_gone", stale_copy, None, t0 + HOUR_MS))
+    assert live.get("wh_gone") is None
+    # A day and more of other deletions later, the tombstone may be gone from the topic, and
+    # the view has forgotten it too: its memory of deletions is bounded by that retention.
+    for n in range(1, 200):
+        other = _created(f"wh_other_{n}")
+        at = t0 + 25 * HOUR_MS + n
+        live._apply(_at(2 + 2 * n, other.id, CODEC.write(other), None, at))
+        live._apply(_at(3 + 2 * n, other.id, None, tombstone_headers(other.version), at))
+    assert "wh_gone" not in live._deleted
+    assert len(live._deleted) == 199
+    # So a copy arriving then is judged as a view started anew judges it, reading a topic
+    # the cleaner has left with only that copy of the key.
+    late = _at(1_000, "wh_gone", stale_copy, None, t0 + 26 * HOUR_MS)
+    fresh = _view()
+    live._apply(late)
+    fresh._apply(late)
+    assert live.get("wh_gone") == fresh.get("wh_gone")

@@ -44,6 +44,10 @@ class RetryTier:
 # A refused webhook record stays the last of its key until the API settles it, seconds
 # later (core.versions); compaction must not see it as the last one before that.
 WEBHOOKS_MIN_COMPACTION_LAG_MS = 3_600_000
+# How long the cleaner keeps a webhook's tombstone (Kafka's default, stated): a view started
+# later sees the deletion for that long, and a running view remembers it as long (view.py),
+# so that both refuse a stale copy of a deleted webhook alike.
+WEBHOOKS_DELETE_RETENTION_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +56,15 @@ class TopicSpec:
     partitions: int
     compacted: bool = False
     min_compaction_lag_ms: int | None = None
+    delete_retention_ms: int | None = None
 
     def config(self) -> dict[str, str]:
         """The topic configs hookstream creates the topic with."""
         config = {"cleanup.policy": "compact" if self.compacted else "delete"}
         if self.min_compaction_lag_ms is not None:
             config["min.compaction.lag.ms"] = str(self.min_compaction_lag_ms)
+        if self.delete_retention_ms is not None:
+            config["delete.retention.ms"] = str(self.delete_retention_ms)
         return config
 
 
@@ -140,6 +147,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             settings.compacted_partitions,
             compacted=True,
             min_compaction_lag_ms=WEBHOOKS_MIN_COMPACTION_LAG_MS,
+            delete_retention_ms=WEBHOOKS_DELETE_RETENTION_MS,
         ),
         TopicSpec(topics.principals, settings.compacted_partitions, compacted=True),
         TopicSpec(topics.deliveries, settings.deliveries_partitions),

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     IsolationLevel,
     KafkaError,
@@ -38,6 +39,7 @@ from hookstream.core.deadletter import (
 from hookstream.core.kafka import admin_client, consumer_config, header_pairs, topic_metadata
 from hookstream.core.records import Principal, Webhook
 from hookstream.core.settings import Settings
+from hookstream.core.topics import WEBHOOKS_DELETE_RETENTION_MS
 from hookstream.core.versions import Headers, admits, tombstone_version
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,9 @@ class CompactedView(Generic[T]):
         # keys whose latest record was refused, with when (monotonic s), until a record of
         # theirs is applied again.
         self._admit = admit
-        self._deleted: set[str] = set()
+        # Deleted key -> when (record time, ms), oldest first; forgotten after the topic's
+        # tombstone retention, when a view started anew would not know it either.
+        self._deleted: dict[str, int] = {}
         self._unsettled: dict[str, float] = {}
         # Open `verdicts` of writers waiting to learn whether their record was applied.
         self._verdicts: dict[str, list[dict[tuple[int, int], bool]]] = {}
@@ -351,11 +355,24 @@ class CompactedView(Generic[T]):
         if item is None:
             self._items.pop(key, None)
             if self._admit is not None:
-                self._deleted.add(key)
+                self._remember_deleted(key, message)
             self._notify(key, None, previous)
             return
         self._items[key] = item
         self._notify(key, item, previous)
+
+    def _remember_deleted(self, key: str, message: Message) -> None:
+        kind, timestamp = message.timestamp()
+        at = timestamp if kind != TIMESTAMP_NOT_AVAILABLE and timestamp > 0 else _now_ms()
+        self._deleted.pop(key, None)
+        self._deleted[key] = at
+        # Oldest first (record times of one topic, near enough in order): drop from the front.
+        cutoff = at - WEBHOOKS_DELETE_RETENTION_MS
+        while self._deleted:
+            oldest = next(iter(self._deleted))
+            if self._deleted[oldest] >= cutoff:
+                break
+            del self._deleted[oldest]
 
     def _tell_writers(self, key: str, message: Message, applied: bool) -> None:
         for seen in self._verdicts.get(key, ()):
@@ -459,3 +476,7 @@ def _webhook_id(webhook: Webhook) -> str:
 
 def _principal_id(principal: Principal) -> str:
     return principal.id
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
