@@ -449,8 +449,15 @@ def test_reencrypt_reapplies_changes_made_while_it_runs(
     platform.webhook(renamed_hook)
     platform.webhook(deleted_hook)
     new = Keyring(parse_keys(f"{generate_key('k2')},{TEST_ENCRYPTION_KEY}"))
+    # The API's change: the next version, its secrets already under the new key.
     renamed = new.reencrypted(
-        Webhook.from_record({**renamed_hook.to_record(), "name": "changed meanwhile"})
+        Webhook.from_record(
+            {
+                **renamed_hook.to_record(),
+                "name": "changed meanwhile",
+                "version": renamed_hook.version + 1,
+            }
+        )
     )
 
     real_produce = reencrypt_module._produce
@@ -476,6 +483,32 @@ def test_reencrypt_reapplies_changes_made_while_it_runs(
     assert new.decrypt(renamed_hook.id, renamed.secrets[0].value) == old.decrypt(
         renamed_hook.id, renamed_hook.secrets[0].value
     )
+
+
+def test_reencrypt_starts_from_what_the_views_hold_not_a_refused_record(stack: Stack) -> None:
+    """The last record of a key may be a stale copy the views refused (not settled yet):
+    re-encrypting that one would bring the stale state back as the next version."""
+    settings = stack.settings
+    create_topics(settings)
+    platform = Platform(settings)
+    old = load_keyring(settings)
+    first = old.reencrypted(make_webhook(TENANT, "https://93.184.215.14/s", ["*"]))
+    platform.webhook(first)
+    current = replace(first, name="renamed by its owner", version=first.version + 1)
+    platform.webhook(current)
+    # A machine writer's copy based on the first version: refused by every view.
+    platform.webhook(first.disabled("endpoint answered 410", first.updated_at_ms + 1))
+    new = Keyring(parse_keys(f"{generate_key('k3')},{TEST_ENCRYPTION_KEY}"))
+    report = reencrypt_module.reencrypt_webhooks(settings, new)
+    assert first.id in report.reencrypted
+    written = latest_webhooks(settings)[first.id]
+    assert written is not None
+    assert (written.name, written.enabled, written.version) == (
+        "renamed by its owner",
+        True,
+        current.version + 1,
+    )
+    assert key_id_of(written.secrets[0].value) == "k3"
 
 
 @pytest.mark.parametrize("service", ["api", "sender"])

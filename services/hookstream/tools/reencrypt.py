@@ -7,34 +7,31 @@ Key rotation without downtime:
      every webhook whose secrets are not all under `k2` (plaintext ones included);
   3. once it reports nothing left, deploy with `HOOKSTREAM_ENCRYPTION_KEY=k2:...` alone.
 
-Rewriting a record races with a change made through the API at the same moment: a change that
-lands between our read and our write would be overwritten by our older copy. After writing, the
-topic is read again up to our records; any record for the same webhook found in between is
-written again after ours (re-encrypted), so the concurrent change wins, as it should.
+It reads the topic through a webhook view, the views' own rule (core.versions), so it starts
+from the state every service holds, not from a record they refused; each rewrite is that
+state's version + 1, re-encrypted. A change made through the API at the same moment wins: our
+record then is refused by the views, and the webhook is read again and rewritten on top of the
+change (or, deleted meanwhile, stays deleted). A refused record of ours is never left the last
+of its key: the state the views hold is written after it (settling), so compaction keeps that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import KafkaError, Message, Producer
 
-from hookstream.core.codec import Codec, DecodeError, default_codec
-from hookstream.core.kafka import consumer_config, producer_config
+from hookstream.core.codec import Codec, default_codec
+from hookstream.core.deadletter import DeadLetterSink, Refusal
+from hookstream.core.deadletter import refuse as refuse_record
+from hookstream.core.kafka import Headers, admin_client, header_pairs, producer_config
 from hookstream.core.keys import generate_key
 from hookstream.core.records import Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
+from hookstream.core.view import CompactedView, ViewNotReadyError, webhook_view
 from hookstream.endpoints.secrets import Keyring, SecretError, load_keyring
 
 # Passes that re-apply concurrent changes before giving up (each one is a rare race).
@@ -76,54 +73,42 @@ def reencrypt_webhooks(
     topic = Topics.from_settings(settings).webhooks
     report = ReencryptReport(keyring.active_kid)
     deadline = time.monotonic() + timeout
-    consumer = Consumer(
-        consumer_config(
-            settings,
-            f"reencrypt-{uuid.uuid4().hex[:8]}",
-            {"enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 50},
-        )
-    )
+    _require_topic(settings, topic)
+    skipped = _Skipped(settings, codec, topic)
+    view = webhook_view(settings, codec, topic, skipped).start()
     try:
-        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise ReencryptError(f"topic {topic} does not exist")
-        partitions = sorted(metadata.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-
-        latest: dict[bytes, Message] = {}
-        at_end: set[int] = set()
-
-        def snapshot(message: Message) -> None:
-            key = message.key()
-            if isinstance(key, bytes):
-                latest[key] = message
-
-        _consume(consumer, snapshot, lambda: len(at_end) == len(partitions), at_end, deadline)
-
-        pending: dict[bytes, bytes | None] = {}
-        for key, message in latest.items():
-            value = message.value()
-            if value is None:
-                continue
-            report.webhooks += 1
-            rewritten, problem = _rewrite(codec, keyring, value)
+        try:
+            view.wait_ready(timeout)
+        except ViewNotReadyError as exc:
+            raise ReencryptError(f"reading the webhooks topic: {exc}") from None
+        held = sorted(view.values(), key=lambda webhook: webhook.id)
+        report.webhooks = len(held)
+        report.undecodable = skipped.count
+        pending: dict[str, bytes | None] = {}
+        for webhook in held:
+            rewritten, problem = _rewrite(codec, keyring, webhook)
             if rewritten is not None:
-                pending[key] = rewritten
-                report.reencrypted.append(key.decode("utf-8", "replace"))
+                pending[webhook.id] = rewritten
+                report.reencrypted.append(webhook.id)
             elif problem is None:
                 report.current += 1
-            elif problem == "undecodable":
-                report.undecodable += 1
             else:
-                report.failed[key.decode("utf-8", "replace")] = problem
-        report.reencrypted.sort()
+                report.failed[webhook.id] = problem
         if dry_run or not pending:
             return report
-
         producer = Producer(producer_config(settings))
         for _round in range(MAX_ROUNDS):
-            ours = _produce(producer, topic, pending)
-            pending = _overtaken(consumer, ours, codec, keyring, deadline)
+            lost = _write(producer, view, topic, pending, deadline)
+            pending = {}
+            for webhook_id in lost:
+                # Another writer came first. Rewritten on top of its change; or, if that is
+                # current already (or the webhook is gone), the held state is written again so
+                # that our refused record is not the last of its key.
+                current = view.get(webhook_id)
+                rewritten = None if current is None else _rewrite(codec, keyring, current)[0]
+                if rewritten is None:
+                    rewritten = None if current is None else codec.write(current)
+                pending[webhook_id] = rewritten
             if not pending:
                 return report
             report.reapplied += len(pending)
@@ -131,15 +116,55 @@ def reencrypt_webhooks(
             f"webhooks kept changing during {MAX_ROUNDS} passes; run reencrypt again"
         )
     finally:
-        consumer.close()
+        view.stop()
 
 
-def _rewrite(codec: Codec, keyring: Keyring, value: bytes) -> tuple[bytes | None, str | None]:
+class _Skipped(DeadLetterSink):
+    """Counts the records the view could not apply; a tool writes no dead letters."""
+
+    def __init__(self, settings: Settings, codec: Codec, topic: str) -> None:
+        super().__init__(settings, codec, topic, "reencrypt", lambda _reason: None)
+        self.count = 0
+
+    def refuse(
+        self, message: Message, exc: BaseException, headers: Headers | None = None
+    ) -> Refusal:
+        self.count += 1
+        return refuse_record(self.service, message, headers or header_pairs(message), exc)[0]
+
+
+def _require_topic(settings: Settings, topic: str) -> None:
+    admin = admin_client(settings)
+    metadata = admin.list_topics(topic, timeout=30).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        raise ReencryptError(f"topic {topic} does not exist")
+
+
+def _write(
+    producer: Producer,
+    view: CompactedView[Webhook],
+    topic: str,
+    records: dict[str, bytes | None],
+    deadline: float,
+) -> list[str]:
+    """Write `records` (webhook id -> value, None a tombstone); the ids whose record the
+    views refused."""
+    with contextlib.ExitStack() as stack:
+        seen = {key: stack.enter_context(view.verdicts(key)) for key in records}
+        written = _produce(producer, topic, {k.encode(): v for k, v in records.items()})
+        for at in written.values():
+            left = max(0.0, deadline - time.monotonic())
+            if not view.wait_for_offset(at.partition, at.offset, left):
+                raise ReencryptError("timed out reading our own records back")
+        return [
+            key.decode()
+            for key, at in written.items()
+            if not seen[key.decode()].get((at.partition, at.offset), False)
+        ]
+
+
+def _rewrite(codec: Codec, keyring: Keyring, webhook: Webhook) -> tuple[bytes | None, str | None]:
     """(the record re-encrypted, None); (None, None) if already current; (None, problem)."""
-    try:
-        webhook = codec.read(Webhook, value)
-    except (DecodeError, KeyError, TypeError, ValueError):
-        return None, "undecodable"
     try:
         updated = keyring.reencrypted(webhook)
     except SecretError as exc:
@@ -147,29 +172,8 @@ def _rewrite(codec: Codec, keyring: Keyring, value: bytes) -> tuple[bytes | None
     if updated is webhook:
         return None, None
     # updated_at_ms stays: the webhook did not change, only how its secrets are stored. It is
-    # still a write based on this version (core.versions): one that raced another writer is
-    # refused by the views, and `_overtaken` re-applies it to the winner.
+    # still a write based on this version (core.versions).
     return codec.write(replace(updated, version=webhook.version + 1)), None
-
-
-def _consume(
-    consumer: Consumer,
-    handle: Callable[[Message], None],
-    done: Callable[[], bool],
-    at_end: set[int],
-    deadline: float,
-) -> None:
-    while not done():
-        if time.monotonic() > deadline:
-            raise ReencryptError("timed out reading the webhooks topic")
-        for message in consumer.consume(num_messages=500, timeout=0.2):
-            error = message.error()
-            if error is None:
-                handle(message)
-            elif error.code() == KafkaError._PARTITION_EOF:
-                at_end.add(message.partition() or 0)
-            else:
-                raise ReencryptError(f"reading the webhooks topic: {error}")
 
 
 def _produce(
@@ -192,50 +196,6 @@ def _produce(
             f"Kafka did not acknowledge every re-encrypted record: {'; '.join(errors)}"
         )
     return written
-
-
-def _overtaken(
-    consumer: Consumer,
-    ours: dict[bytes, _Written],
-    codec: Codec,
-    keyring: Keyring,
-    deadline: float,
-) -> dict[bytes, bytes | None]:
-    """Read on up to our records; the concurrent changes they overwrote, ready to re-apply.
-
-    A record for one of our keys placed before ours, and after the snapshot we read, is a
-    change made meanwhile that our older copy now hides. A record placed after ours is newer
-    and wins by itself.
-    """
-    targets: dict[int, int] = {}
-    for written in ours.values():
-        targets[written.partition] = max(targets.get(written.partition, -1), written.offset)
-    seen: dict[int, int] = {}
-    hidden: dict[bytes, Message] = {}
-
-    def check(message: Message) -> None:
-        partition, offset = message.partition() or 0, message.offset() or 0
-        seen[partition] = max(seen.get(partition, -1), offset)
-        key = message.key()
-        mine = ours.get(key) if isinstance(key, bytes) else None
-        if mine is None or not isinstance(key, bytes):
-            return
-        if offset < mine.offset:
-            hidden[key] = message
-        elif offset > mine.offset:
-            hidden.pop(key, None)
-
-    def reached() -> bool:
-        return all(seen.get(p, -1) >= offset for p, offset in targets.items())
-
-    _consume(consumer, check, reached, set(), deadline)
-    again: dict[bytes, bytes | None] = {}
-    for key, message in hidden.items():
-        value = message.value()
-        # Deleted meanwhile (None): deleted again, or our copy would bring it back.
-        rewritten = _rewrite(codec, keyring, value)[0] if value is not None else None
-        again[key] = rewritten if rewritten is not None else value
-    return again
 
 
 def secrets_command(action: str, settings: Settings | None, kid: str | None, dry_run: bool) -> int:
