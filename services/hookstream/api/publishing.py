@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 import weakref
 from dataclasses import dataclass
 from enum import Enum
 
 import orjson
+from aiohttp import web
 
 from hookstream.api.auth import Caller
 from hookstream.api.coalesce import Coalescer
 from hookstream.api.context import Api
 from hookstream.api.errors import ApiError
 from hookstream.api.models import EventPublish
-from hookstream.api.times import iso, normalize_iso
+from hookstream.api.times import iso, normalize_iso, now_ms
 from hookstream.api.validation import check_event_type
 from hookstream.core import tracing
 from hookstream.core.records import Event
@@ -64,9 +64,8 @@ class _ClaimGroups:
         distinct = list(dict.fromkeys(keys))
         api = self._api
         window_ms = int(api.settings.event_idempotency_window * 1000)
-        now_ms = int(time.time() * 1000)
         answered = await api.blocking(
-            api.store.event_claims.claim, distinct, now_ms, window_ms, EVENT_CLAIM_LEASE_MS
+            api.store.event_claims.claim, distinct, now_ms(), window_ms, EVENT_CLAIM_LEASE_MS
         )
         first = dict(zip(distinct, answered, strict=True))
         seen: set[EventKey] = set()
@@ -113,8 +112,17 @@ class Outgoing:
     record: Record
 
 
+def trace_context(request: web.Request) -> list[tuple[str, bytes]]:
+    """The caller's W3C trace context, from its request, to ride on its events."""
+    return [
+        (name, value.encode("latin-1"))
+        for name in (tracing.TRACEPARENT, tracing.TRACESTATE)
+        for value in request.headers.getall(name, ())
+    ]
+
+
 def prepare(
-    api: Api, caller: Caller, body: EventPublish, now_ms: int, trace: tracing.TraceHeaders
+    api: Api, caller: Caller, body: EventPublish, at_ms: int, trace: tracing.TraceHeaders
 ) -> Outgoing:
     """The event's record; ApiError (422, 403, 413) naming what is wrong with it."""
     tenant_id = caller.write_tenant(body.tenant_id)
@@ -127,9 +135,9 @@ def prepare(
             tenant_id=tenant_id,
             occurred_at=normalize_iso("occurred_at", body.occurred_at)
             if body.occurred_at is not None
-            else iso(now_ms),
+            else iso(at_ms),
             data=orjson.dumps(body.data).decode(),
-            published_at_ms=now_ms,
+            published_at_ms=at_ms,
         )
     )
     # The router refuses records above this size, so the API refuses them first, visibly.
@@ -144,7 +152,7 @@ def prepare(
     return Outgoing((tenant_id, event_id), body.id is not None, record)
 
 
-async def publish(api: Api, events: list[Outgoing], now_ms: int) -> list[Published | EventTaken]:
+async def publish(api: Api, events: list[Outgoing]) -> list[Published | EventTaken]:
     """Publish `events` (distinct keys), each once; per event, published now or taken.
 
     Only a client-chosen id can be retried, so only those are claimed. The claim comes first,
@@ -191,8 +199,7 @@ async def _renew(api: Api, claim: ClaimedEvent, keys: list[EventKey]) -> None:
     while True:
         await asyncio.sleep(EVENT_CLAIM_RENEW_SECONDS)
         try:
-            now_ms = int(time.time() * 1000)
-            await api.blocking(api.store.event_claims.renew, claim, keys, now_ms)
+            await api.blocking(api.store.event_claims.renew, claim, keys, now_ms())
         except Exception as exc:
             # The claims may lapse: a repeat then publishes again (at least once).
             log.warning("api: %d event claims could not be renewed: %s", len(keys), exc)

@@ -311,18 +311,20 @@ def webhooks_recover(args: argparse.Namespace, api: ApiClient) -> None:
 # -- events -------------------------------------------------------------------------------
 
 
-def _read_json(source: str) -> Any:
+def _read_text(source: str, prompt: str) -> tuple[str, str]:
+    """The text of `source` (a path, or - for stdin) and how to name it in an error."""
     if source == "-":
         if sys.stdin.isatty():
-            print("reading the event's JSON from stdin (end with Ctrl-D)", file=sys.stderr)
-        text = sys.stdin.read()
-        where = "stdin"
-    else:
-        try:
-            text = Path(source).read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
-        where = source
+            print(f"reading {prompt} from stdin (end with Ctrl-D)", file=sys.stderr)
+        return sys.stdin.read(), "stdin"
+    try:
+        return Path(source).read_text(), source
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+
+def _read_json(source: str) -> Any:
+    text, where = _read_text(source, "the event's JSON")
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -370,14 +372,7 @@ def events_publish_batch(args: argparse.Namespace, api: ApiClient) -> None:
 
 def _read_events(source: str) -> list[dict[str, Any]]:
     """A JSON array of event objects, or JSON lines (one event per line)."""
-    if source == "-":
-        text, where = sys.stdin.read(), "stdin"
-    else:
-        try:
-            text = Path(source).read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
-        where = source
+    text, where = _read_text(source, "the events")
     stripped = text.strip()
     parsed: list[Any]
     if stripped.startswith("["):

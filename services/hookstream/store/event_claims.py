@@ -113,27 +113,15 @@ class EventClaims:
     def confirm(self, claim: ClaimedEvent, keys: Sequence[EventKey]) -> int:
         """The claimed events are published: repeats in the window are duplicates from now
         on. How many were still ours (a lapsed claim may have been taken over)."""
-        return self._update(claim, keys, {"claim_token": None})
+        return self._update([(claim, keys)], {"claim_token": None})
 
     def confirm_all(self, claims: Sequence[tuple[ClaimedEvent, Sequence[EventKey]]]) -> int:
         """`confirm` for the claims of several requests, in one transaction."""
-        e = accepted_events.c
-        confirmed = 0
-        with write_transaction(self._engine) as conn:
-            for claim, keys in claims:
-                if keys:
-                    result = conn.execute(
-                        update(accepted_events)
-                        .where(*_held(claim, keys))
-                        .values(claim_token=None)
-                        .returning(e.event_id)
-                    )
-                    confirmed += len(result.all())
-        return confirmed
+        return self._update(claims, {"claim_token": None})
 
     def renew(self, claim: ClaimedEvent, keys: Sequence[EventKey], now_ms: int) -> int:
         """Their publish is still going on: the lease runs from `now_ms` again."""
-        return self._update(claim, keys, {"accepted_at_ms": now_ms})
+        return self._update([(claim, keys)], {"accepted_at_ms": now_ms})
 
     def release(self, claim: ClaimedEvent, keys: Sequence[EventKey]) -> None:
         """The claimed events were not published: the next request with their ids does it."""
@@ -154,19 +142,24 @@ class EventClaims:
         )
 
     def _update(
-        self, claim: ClaimedEvent, keys: Sequence[EventKey], values: dict[str, object]
+        self,
+        claims: Sequence[tuple[ClaimedEvent, Sequence[EventKey]]],
+        values: dict[str, object],
     ) -> int:
-        if not keys:
-            return 0
+        """Set `values` on the rows still held by each claim, in one transaction."""
         e = accepted_events.c
+        changed = 0
         with write_transaction(self._engine) as conn:
-            result = conn.execute(
-                update(accepted_events)
-                .where(*_held(claim, keys))
-                .values(**values)
-                .returning(e.event_id)
-            )
-            return len(result.all())
+            for claim, keys in claims:
+                if keys:
+                    result = conn.execute(
+                        update(accepted_events)
+                        .where(*_held(claim, keys))
+                        .values(**values)
+                        .returning(e.event_id)
+                    )
+                    changed += len(result.all())
+        return changed
 
 
 def _held(claim: ClaimedEvent, keys: Sequence[EventKey]) -> tuple[ColumnElement[bool], ...]:

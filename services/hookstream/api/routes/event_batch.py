@@ -8,6 +8,7 @@ one statement, their records produced at once and acknowledged once.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from hookstream.api.models import (
     EventBatchResult,
     EventPublish,
 )
-from hookstream.api.publishing import Outgoing, Published, prepare, publish
+from hookstream.api.publishing import Outgoing, Published, prepare, publish, trace_context
 from hookstream.api.times import now_ms
 from hookstream.core import tracing
 from hookstream.store import EventTaken
@@ -67,48 +68,41 @@ async def publish_batch(request: web.Request) -> web.StreamResponse:
     now = now_ms()
     who = caller(request)
     # Every event carries the request's own trace context to the router, as on /v1/events.
-    trace = tracing.passed_on(
-        [
-            (name, value.encode("latin-1"))
-            for name in (tracing.TRACEPARENT, tracing.TRACESTATE)
-            for value in request.headers.getall(name, ())
-        ]
-    )
+    trace = tracing.passed_on(trace_context(request))
     results: list[EventBatchItem | None] = [None] * len(items)
     going: list[tuple[int, Outgoing]] = []
-    first_of: dict[EventKey, int] = {}
+    claimed: set[EventKey] = set()
     for index, item in enumerate(items):
         try:
             event = _prepared(api, who, item, now, trace)
         except ApiError as error:
             results[index] = _rejected(index, item, error)
             continue
-        if event.claimed and event.key in first_of:
+        if event.claimed and event.key in claimed:
             # The same id twice in one batch: published once, like two requests.
             results[index] = EventBatchItem(index=index, id=event.key[1], status="duplicate")
             continue
-        first_of[event.key] = index
+        claimed.add(event.key)
         going.append((index, event))
-    answers = await publish(api, [event for _, event in going], now)
+    answers = await publish(api, [event for _, event in going])
     for (index, event), answer in zip(going, answers, strict=True):
         results[index] = EventBatchItem(index=index, id=event.key[1], status=_STATUS[answer])
     done = [result for result in results if result is not None]
-    counts = {status: sum(r.status == status for r in done) for status in _STATUS.values()}
-    rejected = sum(r.status == "rejected" for r in done)
-    for label, count in (
-        ("published", counts["accepted"]),
-        ("duplicate", counts["duplicate"]),
-        ("in_progress", counts["in_progress"]),
+    counts: Counter[str] = Counter(result.status for result in done)
+    for status, label in (
+        ("accepted", "published"),
+        ("duplicate", "duplicate"),
+        ("in_progress", "in_progress"),
     ):
-        if count:
-            API_EVENTS.labels(label).inc(count)
+        if counts[status]:
+            API_EVENTS.labels(label).inc(counts[status])
     return respond(
         EventBatchResult(
             results=done,
             accepted=counts["accepted"],
             duplicates=counts["duplicate"],
             in_progress=counts["in_progress"],
-            rejected=rejected,
+            rejected=counts["rejected"],
         )
     )
 

@@ -14,7 +14,7 @@ from hookstream.api.errors import ApiError
 from hookstream.api.lookup import api_of
 from hookstream.api.metrics import API_EVENTS
 from hookstream.api.models import EventAccepted, EventPublish
-from hookstream.api.publishing import prepare, publish
+from hookstream.api.publishing import prepare, publish, trace_context
 from hookstream.api.times import now_ms
 from hookstream.core import tracing
 from hookstream.store import EventTaken
@@ -43,11 +43,7 @@ routes = web.RouteTableDef()
 )
 async def publish_event(request: web.Request) -> web.StreamResponse:
     # The caller's trace context, from its request, rides on the event to the router.
-    trace_in = [
-        (name, value.encode("latin-1"))
-        for name in (tracing.TRACEPARENT, tracing.TRACESTATE)
-        for value in request.headers.getall(name, ())
-    ]
+    trace_in = trace_context(request)
     if not tracing.enabled():
         return await _publish(request, tracing.passed_on(trace_in))
     span = tracing.tracer().start_span(
@@ -83,7 +79,7 @@ async def _publish(request: web.Request, trace: tracing.TraceHeaders) -> web.Str
     body = await read_body(request, EventPublish)
     now = now_ms()
     event = prepare(api, caller(request), body, now, trace)
-    [answer] = await publish(api, [event], now)
+    [answer] = await publish(api, [event])
     event_id = event.key[1]
     if answer is EventTaken.IN_FLIGHT:
         API_EVENTS.labels("in_progress").inc()
