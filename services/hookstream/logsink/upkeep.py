@@ -79,13 +79,7 @@ class Upkeep:
             # Nothing more to do until a period from now, unless the webhook is enabled.
             recheck_ms = now_ms
             if webhook is not None and not webhook.enabled and not failing.acted_on:
-                # Disabled by us in this streak, then the process died before the streak was
-                # marked: its notice may never have gone out. Sent (again): one event id per
-                # streak, so a repeat is the same event to every receiver.
-                since_ms = _since_of(webhook.disabled_reason)
-                if since_ms is not None and since_ms >= failing.failing_since_ms:
-                    reason = webhook.disabled_reason or ""
-                    self._announce(webhook, reason, since_ms, webhook.updated_at_ms)
+                self._announce_unsent(webhook, failing)
             if webhook is not None and webhook.enabled:
                 since_ms = streak_start(failing, webhook)
                 if since_ms > cutoff_ms:
@@ -130,6 +124,15 @@ class Upkeep:
             record = current.disabled(reason, now_ms)
         log.warning("log-sink: webhook %s kept changing; auto-disable tried next run", webhook.id)
         return None
+
+    def _announce_unsent(self, webhook: Webhook, failing: FailingWebhook) -> None:
+        """A webhook we disabled in this streak whose streak is unmarked: the process died
+        between the two, and its notice may never have gone out. Sent (again): one event id
+        per streak, so a repeat is the same event to every receiver."""
+        reason = webhook.disabled_reason
+        since_ms = _since_of(reason)
+        if reason is not None and since_ms is not None and since_ms >= failing.failing_since_ms:
+            self._announce(webhook, reason, since_ms, webhook.updated_at_ms)
 
     def _write(self, record: Webhook | None, webhook_id: str = "") -> bool | None:
         """Write `record` (None: a tombstone of `webhook_id`); whether the views applied it
