@@ -9,11 +9,12 @@ import uuid
 import pytest
 
 from hookstream.core.codec import default_codec
+from hookstream.core.kafka import appended_at_ms
 from hookstream.core.records import Delivery
 from hookstream.core.settings import Settings
 from hookstream.core.topics import Topics
 from hookstream.core.view import webhook_view
-from hookstream.sender.absence import absence_means_deleted, appended_at_ms
+from hookstream.sender.absence import absence_means_deleted
 from tests.conftest import ServiceStarter
 from tests.helpers import wait_for
 from tests.pipeline import Platform, make_webhook, read_topic

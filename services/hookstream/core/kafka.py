@@ -8,7 +8,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from hookstream.core.settings import Settings
@@ -152,6 +158,14 @@ _read_headers = operator.methodcaller("headers")
 
 # A record's headers as read once: (name, value) pairs.
 Headers = list[tuple[str, bytes | None]]
+
+
+def appended_at_ms(message: Message) -> int | None:
+    """When the record was appended, by its producer's clock (or the broker's); None unknown."""
+    kind, timestamp = message.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE or timestamp <= 0:
+        return None
+    return int(timestamp)
 
 
 def header_pairs(message: Message) -> list[tuple[str, bytes | None]]:

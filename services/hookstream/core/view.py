@@ -18,7 +18,6 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     IsolationLevel,
     KafkaError,
@@ -36,7 +35,13 @@ from hookstream.core.deadletter import (
     RejectedRecord,
     refuse,
 )
-from hookstream.core.kafka import admin_client, consumer_config, header_pairs, topic_metadata
+from hookstream.core.kafka import (
+    admin_client,
+    appended_at_ms,
+    consumer_config,
+    header_pairs,
+    topic_metadata,
+)
 from hookstream.core.records import Principal, Webhook
 from hookstream.core.settings import Settings
 from hookstream.core.topics import WEBHOOKS_DELETE_RETENTION_MS
@@ -362,8 +367,7 @@ class CompactedView(Generic[T]):
         self._notify(key, item, previous)
 
     def _remember_deleted(self, key: str, message: Message) -> None:
-        kind, timestamp = message.timestamp()
-        at = timestamp if kind != TIMESTAMP_NOT_AVAILABLE and timestamp > 0 else _now_ms()
+        at = appended_at_ms(message) or int(time.time() * 1000)
         self._deleted.pop(key, None)
         self._deleted[key] = at
         # Oldest first (record times of one topic, near enough in order): drop from the front.
@@ -476,7 +480,3 @@ def _webhook_id(webhook: Webhook) -> str:
 
 def _principal_id(principal: Principal) -> str:
     return principal.id
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

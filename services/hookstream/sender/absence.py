@@ -10,17 +10,7 @@ the event's publish time, which lies before a webhook created while the router w
 
 from __future__ import annotations
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
-
 from hookstream.core.records import Delivery
-
-
-def appended_at_ms(message: Message) -> int | None:
-    """When the record was appended, by its producer's clock (or the broker's); None unknown."""
-    kind, timestamp = message.timestamp()
-    if kind == TIMESTAMP_NOT_AVAILABLE or timestamp <= 0:
-        return None
-    return int(timestamp)
 
 
 def absence_means_deleted(synced_at_ms: int, delivery: Delivery, appended_ms: int | None) -> bool:

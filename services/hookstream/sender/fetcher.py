@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import (
-    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaException,
     Message,
@@ -40,6 +39,7 @@ from confluent_kafka import (
 from hookstream.core.codec import DecodeError, default_codec
 from hookstream.core.kafka import (
     Headers,
+    appended_at_ms,
     consume_batch,
     consumer_config,
     header_pairs,
@@ -271,9 +271,7 @@ class Fetcher:
         origin, and not a copy of an earlier record's retry (sender/origins.py)."""
         offset = message.offset() or 0
         origin = origin_of(headers)
-        kind, timestamp = message.timestamp()
-        if kind == TIMESTAMP_NOT_AVAILABLE or timestamp <= 0:
-            timestamp = int(time.time() * 1000)
+        timestamp = appended_at_ms(message) or int(time.time() * 1000)
         copy = origin is not None and self._origins[part].is_copy(origin, offset, timestamp)
         replay_until = self._replay_until.get(part)
         if replay_until is not None:
@@ -555,10 +553,10 @@ def _hold_limit_ms(message: Message, max_hold: float) -> int:
 
     Without a timestamp there is no limit, and the record holds its partition until due.
     """
-    kind, timestamp = message.timestamp()
-    if kind == TIMESTAMP_NOT_AVAILABLE or timestamp <= 0:
+    appended = appended_at_ms(message)
+    if appended is None:
         return _NO_LIMIT
-    return timestamp + round(max_hold * 1000)
+    return appended + round(max_hold * 1000)
 
 
 _NO_LIMIT = 2**62

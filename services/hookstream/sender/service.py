@@ -28,7 +28,7 @@ from hookstream.core.deadletter import (
     dead_letter,
     refuse,
 )
-from hookstream.core.kafka import Headers
+from hookstream.core.kafka import Headers, appended_at_ms
 from hookstream.core.records import MAX_UNIX_MS, Delivery, Outcome, Retry, Webhook, due_at_header
 from hookstream.core.settings import Settings
 from hookstream.core.view import CompactedView
@@ -39,7 +39,7 @@ from hookstream.runtime.metrics import DEAD_LETTERS
 from hookstream.runtime.runner import run_async_until_signalled
 from hookstream.runtime.writer import KafkaWriter, Record
 from hookstream.sender import metrics, spans
-from hookstream.sender.absence import absence_means_deleted, appended_at_ms
+from hookstream.sender.absence import absence_means_deleted
 from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
 from hookstream.sender.fence import FencedError, Permit
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
