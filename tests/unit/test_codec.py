@@ -102,6 +102,10 @@ RECORDS: list[tuple[str, dict[str, Any]]] = [
             "created_at_ms": 1,
             "updated_at_ms": 2,
             "version": 1,
+            "max_concurrency": None,
+            "rate_limit": None,
+            "timeout_seconds": None,
+            "headers": [],
         },
     ),
     (
@@ -123,6 +127,13 @@ RECORDS: list[tuple[str, dict[str, Any]]] = [
             "created_at_ms": 1,
             "updated_at_ms": 3,
             "version": 7,
+            "max_concurrency": 64,
+            "rate_limit": 12.5,
+            "timeout_seconds": 5,
+            "headers": [
+                {"name": "X-Tenant", "value": "acme", "sensitive": False},
+                {"name": "Authorization", "value": "enc:v1:k:abc", "sensitive": True},
+            ],
         },
     ),
     ("Principal", {"id": "usr_1", "tenant_id": "ten_1", "permissions": ["invoices:read"]}),
@@ -279,11 +290,28 @@ def test_old_attempt_decodes_with_current_reader(codec: Codec) -> None:
     assert codec.identify(old_bytes) == "Attempt"
 
 
-def test_old_webhook_decodes_as_version_zero(codec: Codec) -> None:
-    """A webhook written before versions existed reads as version 0 (core.versions)."""
-    old_schema = _load("history/webhook.v1.avsc")
+# Fields each older webhook schema lacks, with the value the current reader gives them.
+_SETTINGS_DEFAULTS = {
+    "max_concurrency": None,
+    "rate_limit": None,
+    "timeout_seconds": None,
+    "headers": [],
+}
+_WEBHOOK_HISTORY = [
+    ("history/webhook.v1.avsc", {"version": 0, **_SETTINGS_DEFAULTS}),
+    ("history/webhook.v2.avsc", _SETTINGS_DEFAULTS),
+]
+
+
+@pytest.mark.parametrize(("schema_file", "defaults"), _WEBHOOK_HISTORY)
+def test_old_webhook_decodes_with_the_defaults_of_newer_fields(
+    codec: Codec, schema_file: str, defaults: dict[str, Any]
+) -> None:
+    """A webhook written before versions (v1) reads as version 0 (core.versions); one written
+    before delivery settings (v2) as adaptive, unlimited, the global timeout, no headers."""
+    old_schema = _load(schema_file)
     [old_record] = [
-        {key: value for key, value in record.items() if key != "version"}
+        {key: value for key, value in record.items() if key not in defaults}
         for name, record in RECORDS
         if name == "Webhook" and record["id"] == "wh_2"
     ]
@@ -291,8 +319,10 @@ def test_old_webhook_decodes_as_version_zero(codec: Codec) -> None:
     schemaless_writer(body, parse_schema(old_schema), old_record)
     old_bytes = MAGIC + schema_fingerprint(old_schema) + body.getvalue()
 
-    assert codec.decode("Webhook", old_bytes) == {**old_record, "version": 0}
-    assert codec.read(Webhook, old_bytes).version == 0
+    assert codec.decode("Webhook", old_bytes) == {**old_record, **defaults}
+    webhook = codec.read(Webhook, old_bytes)
+    assert webhook.version == old_record.get("version", 0)
+    assert (webhook.max_concurrency, webhook.headers) == (None, ())
 
 
 def test_old_dead_letter_decodes_with_current_reader(codec: Codec) -> None:

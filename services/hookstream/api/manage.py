@@ -11,18 +11,19 @@ answered 412 when the client's `If-Match` named the version it no longer is.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from hookstream.api.context import Api
-from hookstream.api.errors import conflict, precondition_failed
+from hookstream.api.errors import conflict, invalid, precondition_failed
 from hookstream.api.lookup import webhook_in_scope
 from hookstream.api.metrics import API_WEBHOOK_WRITES
 from hookstream.api.models import WebhookCreate, WebhookUpdate
 from hookstream.api.times import now_ms
 from hookstream.api.validation import check_destination, check_subscription
-from hookstream.core.records import Webhook, WebhookSecret
+from hookstream.core.records import Webhook, WebhookHeader, WebhookSecret
 from hookstream.core.signing import new_secret
 from hookstream.core.versions import tombstone_headers
+from hookstream.endpoints.headers import MAX_HEADERS
 
 WEBHOOK_ID_PREFIX = "wh_"
 # Without If-Match a lost race is made again on the fresh state; a webhook that changes this
@@ -103,6 +104,12 @@ async def create_webhook(api: Api, tenant_id: str, body: WebhookCreate) -> tuple
         created_at_ms=now,
         updated_at_ms=now,
         version=1,
+        max_concurrency=body.max_concurrency,
+        rate_limit=body.rate_limit,
+        timeout_seconds=body.timeout_seconds,
+        headers=tuple(
+            api.keyring.seal_header(webhook_id, name, value) for name, value in body.headers.items()
+        ),
     )
     value = api.codec.write(webhook)
     # A new random id: no other writer can hold it, so the views apply it.
@@ -121,20 +128,46 @@ async def update_webhook(
         changes["events"] = tuple(body.events)
     if body.enabled:
         changes["disabled_reason"] = None
+    header_changes = changes.pop("headers", None)
     checked_url: str | None = None
 
     async def change(webhook: Webhook) -> Webhook:
         nonlocal checked_url
-        if not changes:
+        if not changes and header_changes is None:
             return webhook
         if body.url is not None and body.url not in (webhook.url, checked_url):
             await check_destination(api, body.url)
             checked_url = body.url
-        return webhook.next_version(now_ms(), **changes)
+        if header_changes is None:
+            return webhook.next_version(now_ms(), **changes)
+        headers = merged_headers(api, webhook, header_changes)
+        return webhook.next_version(now_ms(), **changes, headers=headers)
 
     updated = await _change(api, scope, webhook_id, if_match, "update", change)
     assert updated is not None
     return updated
+
+
+def merged_headers(
+    api: Api, webhook: Webhook, header_changes: Mapping[str, str | None]
+) -> tuple[WebhookHeader, ...]:
+    """The webhook's headers with a PATCH's merged in: a name (in any case) set to a value
+    replaces the header of that name, set to null removes it; the others stay in order."""
+    changed = {name.lower(): (name, value) for name, value in header_changes.items()}
+    kept = [h for h in webhook.headers if h.name.lower() not in changed]
+    added = [
+        api.keyring.seal_header(webhook.id, name, value)
+        for name, value in changed.values()
+        if value is not None
+    ]
+    headers = (*kept, *added)
+    if len(headers) > MAX_HEADERS:
+        raise invalid(
+            "headers",
+            f"a webhook carries at most {MAX_HEADERS} custom headers; this change leaves "
+            f"{len(headers)}",
+        )
+    return headers
 
 
 async def delete_webhook(

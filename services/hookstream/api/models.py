@@ -9,12 +9,19 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic_core import PydanticCustomError
 
 from hookstream.core.records import DeliveryStatus
+from hookstream.endpoints.headers import MAX_HEADERS, name_problem, value_problem
 from hookstream.events.catalog import ALL_EVENTS, default_catalog
 from hookstream.store import MAX_PAGE_SIZE
 from hookstream.store.cursor import decode_cursor
 from hookstream.store.errors import InvalidCursorError
 
 MAX_GRACE_SECONDS = 7 * 24 * 3600
+MAX_CONCURRENCY = 256
+MAX_RATE_LIMIT = 100_000.0
+MAX_TIMEOUT_SECONDS = 30
+# What a sensitive header's value reads as; sending it back as a value is refused, so a form
+# filled from a read cannot store the placeholder.
+REDACTED = "********"
 # orjson writes at most 254 levels of nesting, and a delivery's body wraps `data` in one more.
 MAX_DATA_DEPTH = 253
 _MALFORMED_CURSOR = "malformed cursor: pass back the next_cursor of a previous page unchanged"
@@ -94,6 +101,34 @@ def _deliverable(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _header_problems(headers: dict[str, str | None]) -> dict[str, str | None]:
+    """Names valid and not hookstream's own, values sendable, no name twice in any case."""
+    if len(headers) > MAX_HEADERS:
+        raise PydanticCustomError(
+            "too_many_headers", "at most {limit} custom headers", {"limit": MAX_HEADERS}
+        )
+    seen: set[str] = set()
+    for name, value in headers.items():
+        problem = name_problem(name)
+        if problem is None and value is not None:
+            problem = value_problem(name, value)
+            if value == REDACTED:
+                problem = f"value of header {name!r} is the redacted placeholder; send the value"
+        if problem is None and name.lower() in seen:
+            problem = f"header {name!r} is named twice (header names are case-insensitive)"
+        if problem is not None:
+            raise PydanticCustomError("invalid_header", "{problem}", {"problem": problem})
+        seen.add(name.lower())
+    return headers
+
+
+_HEADERS_DOC = (
+    f"Custom headers added to every request (at most {MAX_HEADERS}). Credential-like names "
+    "(authorization, cookie, *-key, *-token, *-secret) are encrypted at rest and read back "
+    f"as {REDACTED!r}"
+)
+
+
 def _catalog_types(schema: dict[str, Any]) -> None:
     schema["enum"] = [event_type.type for event_type in default_catalog().types]
 
@@ -127,6 +162,27 @@ TenantId = Annotated[
     Field(description="Tenant to act for; only with an admin key, or the key's own tenant"),
 ]
 Limit = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
+MaxConcurrency = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="Most requests in flight to this webhook; null: adaptive (grows while the "
+        "endpoint answers fast, backs off on 429, 503, timeouts and rising latency)",
+    ),
+]
+RateLimit = Annotated[
+    float,
+    Field(gt=0, le=MAX_RATE_LIMIT, description="Most deliveries per second; null: no limit"),
+]
+TimeoutSeconds = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_TIMEOUT_SECONDS,
+        description="Seconds one attempt may take; null: the sender's request timeout",
+    ),
+]
 StatusFilter = Literal["succeeded", "retrying", "failed", "skipped"]
 # Spelled out for the type checker and the OpenAPI enum; kept in step with the records.
 assert frozenset(get_args(StatusFilter)) == frozenset(DeliveryStatus)
@@ -154,22 +210,42 @@ class WebhookCreate(Body):
     owner_id: Ident | None = None
     enabled: bool = True
     tenant_id: TenantId = None
+    max_concurrency: MaxConcurrency | None = None
+    rate_limit: RateLimit | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+    headers: Annotated[
+        dict[str, str], AfterValidator(_header_problems), Field(description=_HEADERS_DOC)
+    ] = Field(default_factory=dict)
+
+
+# Fields a PATCH may set to null: null clears them (back to the default).
+_NULLABLE = frozenset({"description", "max_concurrency", "rate_limit", "timeout_seconds"})
 
 
 class WebhookUpdate(Body):
-    """Only the fields present change; `description: null` clears the description."""
+    """Only the fields present change; null clears `description` and the delivery settings.
+    `headers` is merged: a name set to null is removed, names left out stay as they are."""
 
     name: Name | None = None
     url: Url | None = None
     description: Description | None = None
     events: Events | None = None
     enabled: bool | None = None
+    max_concurrency: MaxConcurrency | None = None
+    rate_limit: RateLimit | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+    headers: (
+        Annotated[
+            dict[str, str | None],
+            AfterValidator(_header_problems),
+            Field(description=_HEADERS_DOC + "; a header set to null is removed"),
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="after")
-    def _no_null_except_description(self) -> WebhookUpdate:
-        nulls = [
-            name for name in self.model_fields_set - {"description"} if getattr(self, name) is None
-        ]
+    def _only_clearable_fields_null(self) -> WebhookUpdate:
+        nulls = [name for name in self.model_fields_set - _NULLABLE if getattr(self, name) is None]
         if nulls:
             raise ValueError(f"{', '.join(sorted(nulls))} cannot be null")
         return self
@@ -258,6 +334,15 @@ class WebhookOut(BaseModel):
     )
     created_at: str | None
     updated_at: str | None
+    max_concurrency: int | None = Field(description="null: adaptive concurrency")
+    rate_limit: float | None = Field(description="Deliveries per second; null: no limit")
+    timeout_seconds: int | None = Field(description="null: the sender's request timeout")
+    headers: dict[str, str] = Field(
+        description=f"Custom headers; sensitive ones read as {REDACTED!r}"
+    )
+    sensitive_headers: list[str] = Field(
+        description="The custom headers whose values are encrypted at rest and redacted here"
+    )
 
 
 class WebhookWithSecret(WebhookOut):

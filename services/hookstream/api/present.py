@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from hookstream.api.models import (
+    REDACTED,
     AttemptOut,
     DeliveryDetailOut,
     DeliveryOut,
@@ -56,6 +57,11 @@ def webhook_out(webhook: Webhook, now_ms: int, keyring: Keyring) -> WebhookOut:
         previous_secrets_valid_until=iso(max(grace_ends)) if grace_ends else None,
         created_at=iso(webhook.created_at_ms),
         updated_at=iso(webhook.updated_at_ms),
+        max_concurrency=webhook.max_concurrency,
+        rate_limit=webhook.rate_limit,
+        timeout_seconds=webhook.timeout_seconds,
+        headers={h.name: REDACTED if h.sensitive else h.value for h in webhook.headers},
+        sensitive_headers=[h.name for h in webhook.headers if h.sensitive],
     )
 
 

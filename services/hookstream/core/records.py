@@ -28,6 +28,16 @@ class WebhookSecret:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookHeader:
+    """A custom header added to every request to its webhook."""
+
+    name: str
+    # A sensitive header's value is stored encrypted (`Keyring.seal_header`), like a secret.
+    value: str
+    sensitive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Webhook:
     SCHEMA: ClassVar[str] = "Webhook"
 
@@ -45,6 +55,12 @@ class Webhook:
     updated_at_ms: int = 0
     # Optimistic concurrency (core.versions): a write carries the version it read + 1.
     version: int = 0
+    # Delivery settings; None = the sender's own (adaptive concurrency, no rate limit, the
+    # global request timeout).
+    max_concurrency: int | None = None
+    rate_limit: float | None = None
+    timeout_seconds: int | None = None
+    headers: tuple[WebhookHeader, ...] = ()
 
     def stored_secrets_at(self, now_ms: int) -> list[StoredSecret]:
         """The stored secrets that sign at `now_ms`, in order; `Keyring.decrypt` opens them."""
@@ -73,6 +89,12 @@ class Webhook:
             "created_at_ms": self.created_at_ms,
             "updated_at_ms": self.updated_at_ms,
             "version": self.version,
+            "max_concurrency": self.max_concurrency,
+            "rate_limit": self.rate_limit,
+            "timeout_seconds": self.timeout_seconds,
+            "headers": [
+                {"name": h.name, "value": h.value, "sensitive": h.sensitive} for h in self.headers
+            ],
         }
 
     @classmethod
@@ -94,6 +116,13 @@ class Webhook:
             created_at_ms=record["created_at_ms"],
             updated_at_ms=record["updated_at_ms"],
             version=record.get("version", 0),
+            max_concurrency=record.get("max_concurrency"),
+            rate_limit=record.get("rate_limit"),
+            timeout_seconds=record.get("timeout_seconds"),
+            headers=tuple(
+                WebhookHeader(h["name"], h["value"], h.get("sensitive", False))
+                for h in record.get("headers") or ()
+            ),
         )
 
 

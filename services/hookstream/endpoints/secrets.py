@@ -18,7 +18,7 @@ import binascii
 import logging
 import os
 import secrets as _random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,10 +26,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hookstream.core.keys import generate_key, parse_keys
-from hookstream.core.records import StoredSecret, Webhook, WebhookSecret
+from hookstream.core.records import StoredSecret, Webhook, WebhookHeader, WebhookSecret
 from hookstream.core.settings import Settings, SettingsError
+from hookstream.endpoints.headers import is_sensitive
 
 log = logging.getLogger(__name__)
+
+# The associated data of a value, from its key id and its webhook's id.
+_Aad = Callable[[str, str], bytes]
 
 KEY_SETTING = "HOOKSTREAM_ENCRYPTION_KEY"
 ENV_SETTING = "HOOKSTREAM_ENV"
@@ -42,6 +46,9 @@ TAG_BYTES = 16
 DEV_KEY_PREFIX = "dev-"
 DEFAULT_DEV_KEY_FILE = Path("~/.cache/hookstream/dev-encryption-key")
 _AAD_LABEL = b"hookstream webhook secret " + VERSION.encode()
+# A sensitive header's value is bound to its webhook and its header name, under a label of its
+# own: neither a secret nor another header's value decrypts in its place.
+_HEADER_AAD_LABEL = b"hookstream webhook header " + VERSION.encode()
 
 
 class SecretError(Exception):
@@ -60,6 +67,10 @@ class MalformedSecretError(SecretError):
     pass
 
 
+def _v(header: WebhookHeader) -> StoredSecret:
+    return StoredSecret(header.value)
+
+
 def is_encrypted(value: StoredSecret) -> bool:
     return value.startswith(PREFIX)
 
@@ -74,6 +85,13 @@ def key_id_of(value: StoredSecret) -> str | None:
 
 def _aad(kid: str, webhook_id: str) -> bytes:
     return b"\0".join((_AAD_LABEL, kid.encode(), webhook_id.encode()))
+
+
+def _header_aad(name: str) -> _Aad:
+    label = name.lower().encode()
+    return lambda kid, webhook_id: b"\0".join(
+        (_HEADER_AAD_LABEL, kid.encode(), webhook_id.encode(), label)
+    )
 
 
 class Keyring:
@@ -96,49 +114,52 @@ class Keyring:
     def key_ids(self) -> list[str]:
         return list(self._ciphers)
 
-    def encrypt(self, webhook_id: str, plaintext: str) -> StoredSecret:
+    def encrypt(self, webhook_id: str, plaintext: str, aad: _Aad = _aad) -> StoredSecret:
         kid = self.active_kid
         nonce = _random.token_bytes(NONCE_BYTES)
-        sealed = self._ciphers[kid].encrypt(nonce, plaintext.encode(), _aad(kid, webhook_id))
+        sealed = self._ciphers[kid].encrypt(nonce, plaintext.encode(), aad(kid, webhook_id))
         body = base64.b64encode(nonce + sealed).decode("ascii")
         return StoredSecret(f"{PREFIX}{VERSION}:{kid}:{body}")
 
-    def decrypt(self, webhook_id: str, value: StoredSecret) -> str:
+    def decrypt(
+        self,
+        webhook_id: str,
+        value: StoredSecret,
+        aad: _Aad = _aad,
+        what: str = "signing secret",
+    ) -> str:
         """The plaintext of a stored secret (a legacy plaintext value is returned as it is).
 
         Raises `SecretError` (unknown key id, tampered or foreign value, malformed value).
         """
         if not is_encrypted(value):
             return value
+        what = f"{what} of webhook {webhook_id}"
         parts = value.split(":", 3)
         if len(parts) != 4 or parts[1] != VERSION:
             shown = parts[1] if len(parts) > 1 else ""
             raise MalformedSecretError(
-                f"signing secret of webhook {webhook_id} has an unknown format "
+                f"{what} has an unknown format "
                 f"(expected enc:{VERSION}:<kid>:<base64>, got version {shown!r})"
             )
         kid, body = parts[2], parts[3]
         cipher = self._ciphers.get(kid)
         if cipher is None:
             raise UnknownKeyError(
-                f"signing secret of webhook {webhook_id} is encrypted under key id {kid!r}, "
+                f"{what} is encrypted under key id {kid!r}, "
                 f"which {self.source} does not list (it lists {', '.join(self._ciphers)})"
             )
         try:
             raw = base64.b64decode(body.encode("ascii"), validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise MalformedSecretError(
-                f"signing secret of webhook {webhook_id} is not valid base64: {exc}"
-            ) from None
+            raise MalformedSecretError(f"{what} is not valid base64: {exc}") from None
         if len(raw) < NONCE_BYTES + TAG_BYTES:
-            raise MalformedSecretError(
-                f"signing secret of webhook {webhook_id} is too short to be AES-GCM output"
-            )
+            raise MalformedSecretError(f"{what} is too short to be AES-GCM output")
         try:
-            plaintext = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(kid, webhook_id))
+            plaintext = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad(kid, webhook_id))
         except InvalidTag:
             raise TamperedSecretError(
-                f"signing secret of webhook {webhook_id} fails authentication under key id "
+                f"{what} fails authentication under key id "
                 f"{kid!r}: it was altered, copied from another webhook, or the key {kid!r} "
                 "is not the one it was encrypted with"
             ) from None
@@ -149,13 +170,28 @@ class Keyring:
     ) -> WebhookSecret:
         return WebhookSecret(self.encrypt(webhook_id, plaintext), not_after_ms)
 
+    def seal_header(self, webhook_id: str, name: str, value: str) -> WebhookHeader:
+        """A custom header as stored: a sensitive one's value encrypted, bound to its name."""
+        if not is_sensitive(name):
+            return WebhookHeader(name, value, sensitive=False)
+        return WebhookHeader(name, self.encrypt(webhook_id, value, _header_aad(name)), True)
+
+    def open_header(self, webhook_id: str, header: WebhookHeader) -> str:
+        """The value a request carries (raises `SecretError` like `decrypt`)."""
+        if not header.sensitive:
+            return header.value
+        what = f"header {header.name!r}"
+        return self.decrypt(webhook_id, StoredSecret(header.value), _header_aad(header.name), what)
+
     def is_current(self, value: StoredSecret) -> bool:
         """Whether `value` is already encrypted under the active key."""
         return key_id_of(value) == self.active_kid
 
     def reencrypted(self, webhook: Webhook) -> Webhook:
-        """`webhook` with every secret encrypted under the active key (unchanged if it is)."""
-        if all(self.is_current(secret.value) for secret in webhook.secrets):
+        """`webhook` with every secret and sensitive header value encrypted under the active
+        key (unchanged if they are)."""
+        stale_headers = [h for h in webhook.headers if h.sensitive and not self.is_current(_v(h))]
+        if not stale_headers and all(self.is_current(secret.value) for secret in webhook.secrets):
             return webhook
         secrets = tuple(
             secret
@@ -163,7 +199,13 @@ class Keyring:
             else self.seal(webhook.id, self.decrypt(webhook.id, secret.value), secret.not_after_ms)
             for secret in webhook.secrets
         )
-        return replace(webhook, secrets=secrets)
+        headers = tuple(
+            h
+            if h not in stale_headers
+            else self.seal_header(webhook.id, h.name, self.open_header(webhook.id, h))
+            for h in webhook.headers
+        )
+        return replace(webhook, secrets=secrets, headers=headers)
 
 
 def load_keyring(settings: Settings) -> Keyring:
