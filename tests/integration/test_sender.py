@@ -30,6 +30,7 @@ from hookstream.core.settings import Settings
 from hookstream.core.signing import new_secret
 from hookstream.core.topics import Topics
 from hookstream.events.envelope import delivery_id
+from hookstream.sender.limits import INITIAL_LIMIT
 from hookstream.sender.service import OUTSTANDING_PER_SLOT
 from hookstream.tools.topics import create_topics
 from tests.conftest import ServiceStarter, SettingsFactory
@@ -613,7 +614,7 @@ def test_a_slow_endpoint_does_not_stall_its_partition(
     ]
     services("router", settings)
     services("sender", settings)
-    # More slow deliveries than the per-webhook limit (8): some of them wait for a slot.
+    # More slow deliveries than a new webhook's adaptive limit (8): some of them wait.
     for _ in range(10):
         platform.event("t_slow", EVENT_TYPE, flush=False)
     platform.flush()  # the slow deliveries come first in the single partition
@@ -622,7 +623,7 @@ def test_a_slow_endpoint_does_not_stall_its_partition(
     ]
     platform.flush()
 
-    slots = settings.max_in_flight_per_webhook
+    slots = INITIAL_LIMIT  # no answer has come back to let the limit grow
     wait_for(
         lambda: (
             sum(len(receiver.received(f"/fast{i}")) for i in range(3)) >= len(fast_events)
@@ -713,8 +714,12 @@ def test_kill_9_loses_nothing_and_resends_at_most_the_in_flight_window(
     settings_factory: SettingsFactory, receiver: TestReceiver, services: ServiceStarter
 ) -> None:
     settings, platform = pipeline(settings_factory)
-    for i in range(2):
-        platform.webhook(endpoint(receiver, "t_crash", f"/crash{i}", Behaviour(delay=0.01)))
+    paths = {
+        platform.webhook(endpoint(receiver, "t_crash", f"/crash{i}", Behaviour(delay=0.01))).id: (
+            f"/crash{i}"
+        )
+        for i in range(2)
+    }
     events = [platform.event("t_crash", EVENT_TYPE, flush=False) for _ in range(1000)]
     platform.flush()
     expected = {(f"/crash{i}", e) for i in range(2) for e in events}
@@ -737,10 +742,19 @@ def test_kill_9_loses_nothing_and_resends_at_most_the_in_flight_window(
     assert all(r.verified for r in requests)
     duplicates = len(requests) - len(expected)
     before_kill = {(r.path, r.headers["webhook-id"]) for r in requests[:at_kill]}
+    # A delivery put off to a retry tier (its webhook had as many waiting as it may keep) and
+    # not yet committed as done when the sender died is both redone and taken from the tier.
+    put_off = {
+        (paths[retry["webhook_id"]], retry["event_id"])
+        for tier in Topics.from_settings(settings).retry_tiers
+        for retry in read_topic(settings, tier.topic, "Retry")
+        if retry["attempt"] == 1
+    }
     seen: set[tuple[str, str]] = set()
     for r in requests:
         pair = (r.path, r.headers["webhook-id"])
-        assert pair not in seen or pair in before_kill, "only a crash may cause a re-send"
+        crashed = pair in before_kill or pair in put_off
+        assert pair not in seen or crashed, "only a crash may cause a re-send"
         seen.add(pair)
     bound = settings.max_in_flight * OUTSTANDING_PER_SLOT
     print(

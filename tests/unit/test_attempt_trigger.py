@@ -40,5 +40,5 @@ def test_the_retries_of_a_replay_or_a_test_are_scheduled(trigger: Trigger) -> No
 
 
 def test_a_deferred_replay_is_still_the_manual_attempt_it_was() -> None:
-    later = deferred(_delivery(3, Trigger.MANUAL), TOPICS.retry_tiers[0], 1_000)
+    later = deferred(_delivery(3, Trigger.MANUAL), TOPICS.retry_tiers[0], 6_000)
     assert (later.attempt, later.trigger) == (3, Trigger.MANUAL)

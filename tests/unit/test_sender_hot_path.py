@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from hookstream.core.records import Outcome, StoredSecret, Webhook
@@ -18,88 +16,8 @@ from hookstream.endpoints.secrets import Keyring, SecretError
 from hookstream.sender import metrics
 from hookstream.sender.service import _attempts_counter
 from hookstream.sender.signers import WebhookSigners
-from hookstream.sender.slots import WebhookSlots
 
 KEY = bytes(range(32))
-
-
-# -- per-webhook slots -------------------------------------------------------------------
-
-
-async def test_a_webhook_never_has_more_than_its_limit_in_flight() -> None:
-    slots = WebhookSlots(2)
-    await slots.acquire("wh_a")
-    await slots.acquire("wh_a")
-    third = asyncio.create_task(slots.acquire("wh_a"))
-    await asyncio.sleep(0)
-    assert not third.done()
-    assert slots.queued("wh_a") == 1
-    await slots.acquire("wh_b")  # another webhook is not held up
-    slots.release("wh_a")
-    await asyncio.wait_for(third, 1)
-    assert slots.queued("wh_a") == 0
-
-
-async def test_waiting_records_get_their_slot_first_come_first_served() -> None:
-    slots = WebhookSlots(1)
-    await slots.acquire("wh_a")
-    order: list[int] = []
-
-    async def take(number: int) -> None:
-        await slots.acquire("wh_a")
-        order.append(number)
-        slots.release("wh_a")
-
-    waiting = [asyncio.create_task(take(number)) for number in range(3)]
-    await asyncio.sleep(0)
-    assert slots.queued("wh_a") == 3
-    slots.release("wh_a")
-    await asyncio.wait_for(asyncio.gather(*waiting), 1)
-    assert order == [0, 1, 2]
-    assert slots._slots == {}
-
-
-async def test_a_cancelled_waiter_gives_up_its_place() -> None:
-    slots = WebhookSlots(1)
-    await slots.acquire("wh_a")
-    cancelled = asyncio.create_task(slots.acquire("wh_a"))
-    behind = asyncio.create_task(slots.acquire("wh_a"))
-    await asyncio.sleep(0)
-    cancelled.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await cancelled
-    assert slots.queued("wh_a") == 1
-    slots.release("wh_a")
-    await asyncio.wait_for(behind, 1)
-    slots.release("wh_a")
-    assert slots._slots == {}
-
-
-async def test_a_slot_handed_to_a_cancelled_waiter_passes_on() -> None:
-    slots = WebhookSlots(1)
-    await slots.acquire("wh_a")
-    first = asyncio.create_task(slots.acquire("wh_a"))
-    second = asyncio.create_task(slots.acquire("wh_a"))
-    await asyncio.sleep(0)
-    slots.release("wh_a")  # hands the slot to `first`, which is cancelled before it resumes
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    await asyncio.wait_for(second, 1)
-    slots.release("wh_a")
-    assert slots._slots == {}
-
-
-async def test_the_last_waiter_cancelled_after_the_last_release_leaves_nothing() -> None:
-    slots = WebhookSlots(1)
-    await slots.acquire("wh_a")
-    waiter = asyncio.create_task(slots.acquire("wh_a"))
-    await asyncio.sleep(0)
-    waiter.cancel()
-    slots.release("wh_a")  # before the cancelled waiter resumes: the release drops it
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    assert slots._slots == {}
 
 
 # -- signers -----------------------------------------------------------------------------

@@ -103,7 +103,10 @@ def _deliverable(data: dict[str, Any]) -> dict[str, Any]:
 
 def _header_problems(headers: dict[str, str | None]) -> dict[str, str | None]:
     """Names valid and not hookstream's own, values sendable, no name twice in any case."""
-    if len(headers) > MAX_HEADERS:
+    # A PATCH may remove as many as it sets (nulls); what remains is counted after the merge.
+    if sum(value is not None for value in headers.values()) > MAX_HEADERS or (
+        len(headers) > 2 * MAX_HEADERS
+    ):
         raise PydanticCustomError(
             "too_many_headers", "at most {limit} custom headers", {"limit": MAX_HEADERS}
         )

@@ -289,10 +289,11 @@ class Settings(BaseSettings):
         default=256, ge=1, description="Most HTTP requests one sender process has in flight."
     )
     max_in_flight_per_webhook: int = Field(
-        default=8,
+        default=128,
         ge=1,
-        description="Most requests in flight to one webhook per sender process, so one slow "
-        "endpoint cannot take every slot.",
+        description="Most requests in flight to one webhook per sender process: the ceiling of "
+        "the adaptive limit of webhooks without their own max_concurrency (which starts at 8 "
+        "and grows while the endpoint answers fast).",
     )
     slow_webhook_seconds: float = Field(
         default=1.0,

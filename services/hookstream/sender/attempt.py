@@ -142,11 +142,11 @@ def conclude(
     return Conclusion(outcome, attempt, retry_topic, retry, dead_letter_reason, disabled)
 
 
-def deferred(delivery: Delivery, tier: RetryTier, now_ms: int) -> Retry:
-    """The retry record that puts off an attempt not yet made (the slow lane was full).
+def deferred(delivery: Delivery, tier: RetryTier, due_at_ms: int) -> Retry:
+    """The retry record that puts off an attempt not yet made (the slow lane was full, or
+    its webhook's limits hold back as many as may wait), due at `due_at_ms`.
 
     It asks for the same attempt number again, so deferring never uses up an attempt, and
     keeps its trigger: a deferred replay is still the manual attempt.
     """
-    due_at_ms = now_ms + round(tier.delay * 1000)
     return delivery.retry(delivery.attempt, due_at_ms, tier.name, delivery.trigger)

@@ -145,6 +145,7 @@ class HttpSender:
         self._inner_resolver = resolver
         self._resolver: GuardedResolver | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout)
         # aiohttp does not resolve literal IPs, so the resolver never sees them; http on a
         # name is only possible with an allow-list, the development setting that exists for it.
         self._check_url: Callable[[str], str | None] = functools.lru_cache(URL_CHECK_CACHE)(
@@ -169,7 +170,7 @@ class HttpSender:
             connector=connector,
             # `total` covers connecting, the TLS handshake, the headers and the whole body, so
             # a receiver trickling one byte at a time cannot stretch an attempt past it.
-            timeout=aiohttp.ClientTimeout(total=self._settings.request_timeout),
+            timeout=self._timeout,
             max_line_size=MAX_HEADER_LINE,
             max_field_size=MAX_HEADER_LINE,
             # aiohttp caps how much one compressed chunk may inflate to, so a decompression
@@ -203,8 +204,16 @@ class HttpSender:
     ) -> None:
         await self.close()
 
-    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> HttpResult:
-        """POST `body` to `url` without following redirects; never raises for HTTP problems."""
+    async def send(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout_seconds: float | None = None,
+    ) -> HttpResult:
+        """POST `body` to `url` without following redirects; never raises for HTTP problems.
+
+        `timeout_seconds` (the webhook's own) replaces the session's `request_timeout`."""
         session = self._session
         if session is None:
             raise RuntimeError("HttpSender.start() has not been called")
@@ -217,20 +226,24 @@ class HttpSender:
         retry_after: float | None = None
         kept = bytearray()
         error: str | None = None
+        # Never None: aiohttp reads `timeout=None` as no timeout at all.
+        timeout, seconds = self._timeout, self._settings.request_timeout
+        if timeout_seconds is not None:
+            timeout, seconds = aiohttp.ClientTimeout(total=timeout_seconds), timeout_seconds
         try:
             async with session.post(
-                url, data=body, headers=headers, allow_redirects=False
+                url, data=body, headers=headers, allow_redirects=False, timeout=timeout
             ) as response:
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
                 try:
                     await self._read_body(response, kept)
                 except TimeoutError:
-                    error = f"timeout after {self._settings.request_timeout} s reading the body"
+                    error = f"timeout after {seconds} s reading the body"
                 except (aiohttp.ClientError, OSError) as exc:
                     error = f"reading the body failed: {_describe(exc)}"
         except TimeoutError:
-            error = f"timeout after {self._settings.request_timeout} s"
+            error = f"timeout after {seconds} s"
         except (aiohttp.ClientError, OSError) as exc:
             refusal = _refusal_in(exc)
             if refusal is not None:

@@ -27,13 +27,46 @@ RETRIES_SCHEDULED = Counter(
 )
 DELIVERIES_DEFERRED = Counter(
     "hookstream_deliveries_deferred_total",
-    "Deliveries to slow webhooks moved to the first retry tier unattempted (slow lane full).",
+    "Deliveries put off to a retry tier unattempted: the slow lane was full (slow_lane), or "
+    "their webhook had as many waiting as its limits let it keep in memory (webhook_limit).",
+    ["reason"],
+)
+WEBHOOK_CONCURRENCY_LIMIT = Gauge(
+    "hookstream_webhook_concurrency_limit",
+    "Requests one webhook may have in flight now (its max_concurrency, or the adaptive limit).",
+    ["webhook_id"],
+)
+WEBHOOK_IN_FLIGHT = Gauge(
+    "hookstream_webhook_in_flight", "Requests in flight to one webhook.", ["webhook_id"]
 )
 
 RETRY_COPIES_DROPPED = Counter(
     "hookstream_sender_retry_copies_dropped_total",
     "Retry records dropped as a second copy of an earlier one (a record redone after a crash).",
 )
+
+
+# `.labels()` takes a lock and builds a key per call; a busy webhook reports on every request.
+_webhook_children: dict[str, tuple[Gauge, Gauge]] = {}
+
+
+def webhook_gauges(webhook_id: str, limit: int, in_flight: int) -> None:
+    children = _webhook_children.get(webhook_id)
+    if children is None:
+        children = (
+            WEBHOOK_CONCURRENCY_LIMIT.labels(webhook_id),
+            WEBHOOK_IN_FLIGHT.labels(webhook_id),
+        )
+        _webhook_children[webhook_id] = children
+    children[0].set(limit)
+    children[1].set(in_flight)
+
+
+def forget_webhook(webhook_id: str) -> None:
+    """Drop a webhook's series (the sender no longer keeps its state)."""
+    if _webhook_children.pop(webhook_id, None) is not None:
+        WEBHOOK_CONCURRENCY_LIMIT.remove(webhook_id)
+        WEBHOOK_IN_FLIGHT.remove(webhook_id)
 
 
 def status_class(status_code: int | None) -> str:

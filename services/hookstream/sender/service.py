@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -41,14 +41,15 @@ from hookstream.runtime.writer import KafkaWriter, Record
 from hookstream.sender import metrics, spans
 from hookstream.sender.absence import absence_means_deleted
 from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
+from hookstream.sender.custom_headers import CustomHeaders
 from hookstream.sender.fence import FencedError, Permit
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
+from hookstream.sender.gate import Ticket, WebhookGate, overloaded
 from hookstream.sender.http import HttpSender
 from hookstream.sender.intake import INVALID_DELIVERY, decode_delivery
 from hookstream.sender.origins import origin_header, without_origin
 from hookstream.sender.outcome import HttpResult
 from hookstream.sender.signers import WebhookSigners
-from hookstream.sender.slots import WebhookSlots
 from hookstream.sender.slowlane import AnswerTimes, SlowLane
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Sender:
         # Before anything else: production without an encryption key must not start.
         self.keyring = load_keyring(settings)
         self._webhook_signers = WebhookSigners(self.keyring)
+        self._custom_headers = CustomHeaders(self.keyring)
         self.http = HttpSender(settings)
         # Attempt records are not on the way to any receiver: a longer linger gathers them
         # into fewer, larger produce requests (less broker CPU per delivery); only the offset
@@ -91,7 +93,9 @@ class Sender:
         self._rng = random.Random()
         # Made here, not on the loop: asyncio primitives bind to a loop on first use.
         self._global = asyncio.Semaphore(settings.max_in_flight)
-        self._per_webhook = WebhookSlots(settings.max_in_flight_per_webhook)
+        self._gate = WebhookGate(
+            settings.max_in_flight_per_webhook, settings.max_in_flight * OUTSTANDING_PER_SLOT
+        )
         share = settings.max_in_flight * settings.slow_webhook_share
         self._slow_lane = SlowLane(max(1, int(share)))
         self._answer_times = AnswerTimes(settings.slow_webhook_seconds)
@@ -222,19 +226,25 @@ class Sender:
         )
         webhook_id = delivery.webhook_id
         slow = self._answer_times.is_slow(webhook_id)
-        if slow and (self._slow_lane.full() or self._per_webhook.queued(webhook_id)):
-            await self._defer(item, delivery)
+        if slow and (self._slow_lane.full() or self._gate.waiting(webhook_id)):
+            await self._defer(item, delivery, self.topics.retry_tiers[0].delay, "slow_lane")
             return
-        await self._per_webhook.acquire(webhook_id)
+        # Its limits as the view has them now; a webhook not read yet has the defaults.
+        webhook = self.webhooks.get(webhook_id)
+        put_off = self._gate.put_off(webhook, webhook_id)
+        if put_off is not None:
+            await self._defer(item, delivery, put_off, "webhook_limit")
+            return
+        ticket = await self._gate.acquire(webhook, webhook_id)
         try:
             if slow:
                 async with self._slow_lane, self._global:
-                    conclusion, trace = await self._attempt(delivery, source, item.headers)
+                    conclusion, trace = await self._attempt(delivery, source, item.headers, ticket)
             else:
                 async with self._global:
-                    conclusion, trace = await self._attempt(delivery, source, item.headers)
+                    conclusion, trace = await self._attempt(delivery, source, item.headers, ticket)
         finally:
-            self._per_webhook.release(webhook_id)
+            self._gate.release(ticket)
         if conclusion.outcome not in (Outcome.SKIPPED, Outcome.REFUSED):
             self._answer_times.record(webhook_id, conclusion.attempt.duration_ms / 1000)
         await self._produce(self._outputs(item, delivery, conclusion, trace))
@@ -244,15 +254,19 @@ class Sender:
         _count(conclusion, delivery)
         _log_attempt(conclusion)
 
-    async def _defer(self, item: Fetched, delivery: Delivery) -> None:
-        """Put off a slow webhook's delivery to the first retry tier, unattempted."""
-        tier = self.topics.retry_tiers[0]
-        retry = deferred(delivery, tier, int(time.time() * 1000))
+    async def _defer(self, item: Fetched, delivery: Delivery, seconds: float, reason: str) -> None:
+        """Put a delivery off by `seconds`, unattempted, through the retry tier of the longest
+        delay within that (the first tier for shorter ones: a record there is taken when due)."""
+        tiers = self.topics.retry_tiers
+        tier = max(
+            (t for t in tiers if t.delay <= seconds), key=lambda t: t.delay, default=tiers[0]
+        )
+        retry = deferred(delivery, tier, int((time.time() + seconds) * 1000))
         # No attempt was made: the retry keeps the delivery's own trace context.
         trace = tracing.passed_on(item.headers)
         record = self._retry_record(tier.topic, item.message.key(), retry, trace, item)
         await self._produce([record])
-        metrics.DELIVERIES_DEFERRED.inc()
+        metrics.DELIVERIES_DEFERRED.labels(reason).inc()
 
     def _retry_record(
         self,
@@ -268,12 +282,14 @@ class Sender:
         return Record(topic, key, self.codec.write(retry), headers)
 
     async def _attempt(
-        self, delivery: Delivery, source: Source, record_headers: Headers
+        self, delivery: Delivery, source: Source, record_headers: Headers, ticket: Ticket
     ) -> tuple[Conclusion, tracing.TraceHeaders]:
         """Make the attempt; the trace headers of what follows it (sender/spans.py)."""
         span = spans.start_attempt(record_headers)
         try:
-            conclusion, webhook = await self._make_attempt(delivery, source, span, record_headers)
+            conclusion, webhook = await self._make_attempt(
+                delivery, source, span, record_headers, ticket
+            )
         except BaseException:
             if span is not None:
                 span.end()  # the record is dead-lettered or the sender stops: no outcome
@@ -283,7 +299,12 @@ class Sender:
         return conclusion, spans.following(span, record_headers)
 
     async def _make_attempt(
-        self, delivery: Delivery, source: Source, span: Span | None, record_headers: Headers
+        self,
+        delivery: Delivery,
+        source: Source,
+        span: Span | None,
+        record_headers: Headers,
+        ticket: Ticket,
     ) -> tuple[Conclusion, Webhook | None]:
         webhook_id = delivery.webhook_id
         webhook = self.webhooks.get(webhook_id)
@@ -303,20 +324,24 @@ class Sender:
         elif not webhook.enabled:
             skip = f"webhook disabled: {webhook.disabled_reason or 'by its owner'}"
         else:
-            signers, unsigned = self._signers(webhook, started_ms)
+            signers, custom, unsigned = self._request_parts(webhook, started_ms)
             if unsigned is not None:
                 result = unsigned
             elif not signers:
                 skip = "webhook has no valid signing secret"
             else:
                 body = delivery.body
-                headers = signing.headers(
-                    signers,
-                    delivery.event_id,
-                    started_ms // 1000,
-                    body,
-                    self.settings.user_agent,
-                )
+                # The signing headers last: no custom header can stand in for them.
+                headers = {
+                    **custom,
+                    **signing.headers(
+                        signers,
+                        delivery.event_id,
+                        started_ms // 1000,
+                        body,
+                        self.settings.user_agent,
+                    ),
+                }
                 if self.settings.send_traceparent:
                     # Not signed: the receiver's tracing may use it, its verification ignores it.
                     trace = spans.following(span, record_headers)
@@ -324,9 +349,12 @@ class Sender:
                 _PERMIT.get().send()
                 metrics.IN_FLIGHT.inc()
                 try:
-                    result = await self.http.send(webhook.url, headers, body)
+                    result = await self.http.send(
+                        webhook.url, headers, body, webhook.timeout_seconds
+                    )
                 finally:
                     metrics.IN_FLIGHT.dec()
+                self._gate.observe(ticket, result)
         conclusion = conclude(
             delivery,
             webhook,
@@ -340,19 +368,28 @@ class Sender:
             # applies to the webhook as it is now, not as it was when the request started.
             webhook_now=self.webhooks.get(webhook_id),
         )
+        if result is not None and result.retry_after and overloaded(result):
+            # New requests wait as long as this delivery's retry does: Retry-After as the
+            # schedule's clamp allows it (sender/outcome.py), or as asked when none follows.
+            retry = conclusion.retry
+            seconds = result.retry_after if retry is None else (retry.due_at_ms - started_ms) / 1000
+            self._gate.pause(ticket, min(seconds, result.retry_after))
         return conclusion, webhook
 
-    def _signers(
+    def _request_parts(
         self, webhook: Webhook, now_ms: int
-    ) -> tuple[list[signing.Signer], HttpResult | None]:
-        """The webhook's signers, or the failed attempt when a secret cannot be decrypted or
-        cannot sign."""
+    ) -> tuple[list[signing.Signer], Mapping[str, str], HttpResult | None]:
+        """The webhook's signers and custom headers, or the failed attempt when a secret or a
+        sensitive header cannot be decrypted, or a secret cannot sign."""
         try:
-            return self._webhook_signers.get(webhook, now_ms), None
+            signers = self._webhook_signers.get(webhook, now_ms)
+            return signers, self._custom_headers.get(webhook), None
         except (SecretError, signing.UnusableSecretError) as exc:
-            # Nothing goes out unsigned. A temporary failure: once the missing key is
-            # configured (or the secret rotated), the retries deliver.
-            return [], HttpResult(status_code=None, duration_ms=0, error=f"not sent: {exc}")
+            # Nothing goes out unsigned, nor without the headers its receiver asked for. A
+            # temporary failure: once the missing key is configured (or the secret rotated),
+            # the retries deliver.
+            failed = HttpResult(status_code=None, duration_ms=0, error=f"not sent: {exc}")
+            return [], {}, failed
 
     def _outputs(
         self,

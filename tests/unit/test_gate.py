@@ -1,0 +1,183 @@
+"""The per-webhook gate: limits held, waiting in order, and put-offs instead of piles."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import replace
+
+import pytest
+
+from hookstream.core.records import Webhook
+from hookstream.sender.gate import MIN_HELD, Ticket, WebhookGate, overloaded
+from hookstream.sender.outcome import HttpResult
+
+BASE = Webhook(
+    id="wh_a", tenant_id="t", name="a", url="https://example.com", events=("*",), secrets=()
+)
+
+
+def hook(webhook_id: str = "wh_a", **settings: object) -> Webhook:
+    return replace(BASE, id=webhook_id, **settings)
+
+
+OK = HttpResult(status_code=204, duration_ms=50)
+
+
+async def test_a_webhook_never_has_more_than_its_limit_in_flight() -> None:
+    gate = WebhookGate(ceiling=8, window=1024)
+    webhook = hook(max_concurrency=2)
+    first = await gate.acquire(webhook, webhook.id)
+    await gate.acquire(webhook, webhook.id)
+    third = asyncio.create_task(gate.acquire(webhook, webhook.id))
+    await asyncio.sleep(0)
+    assert not third.done()
+    assert gate.waiting(webhook.id) == 1
+    other = hook("wh_b", max_concurrency=2)
+    await gate.acquire(other, other.id)  # another webhook is not held up
+    gate.release(first)
+    await asyncio.wait_for(third, 1)
+    assert gate.waiting(webhook.id) == 0
+
+
+async def test_waiting_records_get_their_turn_first_come_first_served() -> None:
+    gate = WebhookGate(ceiling=8, window=1024)
+    webhook = hook(max_concurrency=1)
+    held = await gate.acquire(webhook, webhook.id)
+    order: list[int] = []
+
+    async def take(number: int) -> None:
+        ticket = await gate.acquire(webhook, webhook.id)
+        order.append(number)
+        gate.release(ticket)
+
+    waiting = [asyncio.create_task(take(number)) for number in range(3)]
+    await asyncio.sleep(0)
+    assert gate.waiting(webhook.id) == 3
+    gate.release(held)
+    await asyncio.wait_for(asyncio.gather(*waiting), 1)
+    assert order == [0, 1, 2]
+
+
+async def test_a_cancelled_waiter_gives_up_its_place() -> None:
+    gate = WebhookGate(ceiling=8, window=1024)
+    webhook = hook(max_concurrency=1)
+    held = await gate.acquire(webhook, webhook.id)
+    cancelled = asyncio.create_task(gate.acquire(webhook, webhook.id))
+    behind = asyncio.create_task(gate.acquire(webhook, webhook.id))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert gate.waiting(webhook.id) == 1
+    gate.release(held)
+    gate.release(await asyncio.wait_for(behind, 1))
+    assert gate._states[webhook.id].in_flight == 0
+
+
+async def test_a_turn_handed_to_a_cancelled_waiter_passes_on() -> None:
+    gate = WebhookGate(ceiling=8, window=1024)
+    webhook = hook(max_concurrency=1)
+    held = await gate.acquire(webhook, webhook.id)
+    first = asyncio.create_task(gate.acquire(webhook, webhook.id))
+    second = asyncio.create_task(gate.acquire(webhook, webhook.id))
+    await asyncio.sleep(0)
+    gate.release(held)  # hands the turn to `first`, which is cancelled before it resumes
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    gate.release(await asyncio.wait_for(second, 1))
+    assert gate._states[webhook.id].in_flight == 0
+
+
+async def test_the_rate_limit_spaces_requests() -> None:
+    gate = WebhookGate(ceiling=8, window=1024)
+    webhook = hook(rate_limit=50.0)  # a burst of 5 (100 ms), then one per 20 ms
+    started: list[float] = []
+
+    async def send() -> None:
+        ticket = await gate.acquire(webhook, webhook.id)
+        started.append(time.monotonic())
+        gate.release(ticket)
+
+    begin = time.monotonic()
+    await asyncio.wait_for(asyncio.gather(*(send() for _ in range(15))), 5)
+    # 15 requests at 50/s with 5 at once: the last one no sooner than 10 intervals later.
+    assert started[-1] - begin >= 10 / 50 - 0.01
+
+
+async def test_a_retry_after_pauses_new_requests_until_then() -> None:
+    gate = WebhookGate(ceiling=8, window=1024)
+    webhook = hook()
+    ticket = await gate.acquire(webhook, webhook.id)
+    gate.pause(ticket, 0.3)
+    gate.release(ticket)
+    begin = time.monotonic()
+    gate.release(await asyncio.wait_for(gate.acquire(webhook, webhook.id), 2))
+    assert time.monotonic() - begin >= 0.25
+    # A pause longer than a moment puts arriving records off rather than keeping them.
+    ticket = await gate.acquire(webhook, webhook.id)
+    gate.pause(ticket, 30)
+    gate.release(ticket)
+    put_off = gate.put_off(webhook, webhook.id)
+    assert put_off is not None and put_off >= 29
+
+
+async def test_beyond_what_may_wait_records_are_put_off_and_spread_out() -> None:
+    gate = WebhookGate(ceiling=8, window=1024)
+    webhook = hook(rate_limit=10.0)  # holds 16 (MIN_HELD) waiting at most
+    tickets: list[asyncio.Task[Ticket]] = []
+    while gate.put_off(webhook, webhook.id) is None:
+        tickets.append(asyncio.create_task(gate.acquire(webhook, webhook.id)))
+        await asyncio.sleep(0)
+        assert len(tickets) <= MIN_HELD + 2
+    assert gate.waiting(webhook.id) == MIN_HELD
+    offs = [gate.put_off(webhook, webhook.id) or 0.0 for _ in range(5)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(offs)]
+    assert gaps == pytest.approx([0.1] * 4, abs=0.01)  # one per 1/rate, after those waiting
+    assert offs[0] >= MIN_HELD / 10
+    for task in tickets:
+        task.cancel()
+
+
+async def test_an_adaptive_limit_grows_with_fast_answers_and_shrinks_on_overload() -> None:
+    gate = WebhookGate(ceiling=64, window=1024)
+    webhook = hook()
+    start = gate._states.get(webhook.id)
+    assert start is None
+    # Keep the limit full of fast answers for a while: it grows.
+    for _ in range(400):
+        limit = gate._state(webhook, webhook.id).limit.limit
+        tickets = [await gate.acquire(webhook, webhook.id) for _ in range(limit)]
+        for ticket in tickets:
+            gate.observe(ticket, OK)
+            gate.release(ticket)
+    grown = gate._states[webhook.id].limit.limit
+    assert grown > 8
+    tickets = [await gate.acquire(webhook, webhook.id) for _ in range(grown)]
+    await asyncio.sleep(0.06)  # a decrease counts once per round trip
+    for ticket in tickets:
+        gate.observe(ticket, HttpResult(status_code=503, duration_ms=50))
+        gate.release(ticket)
+    assert gate._states[webhook.id].limit.limit < grown
+
+
+def test_what_counts_as_overload() -> None:
+    assert overloaded(HttpResult(status_code=503, duration_ms=1))
+    assert overloaded(HttpResult(status_code=429, duration_ms=1))
+    assert overloaded(HttpResult(status_code=None, duration_ms=1, error="timeout after 5 s"))
+    assert not overloaded(HttpResult(status_code=500, duration_ms=1))
+    assert not overloaded(HttpResult(status_code=None, duration_ms=1, refused=True))
+
+
+async def test_changed_settings_apply_to_the_next_requests() -> None:
+    gate = WebhookGate(ceiling=8, window=1024)
+    webhook = hook(max_concurrency=1)
+    held = await gate.acquire(webhook, webhook.id)
+    wider = replace(webhook, max_concurrency=2, version=2)
+    # With the new setting a second request may start while the first is still out.
+    second = await asyncio.wait_for(gate.acquire(wider, wider.id), 1)
+    gate.release(held)
+    gate.release(second)
+    assert gate._states[webhook.id].limit.limit == 2
