@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from tests.browser.conftest import DESKTOP
 from tests.browser.stack import ADMIN, KEY_A, KEY_B, TENANT_A, TENANT_B, ConsoleStack
 from tests.helpers import http_request, wait_for
-from tests.receiver import Behaviour
+from tests.receiver import Behaviour, Received
 
 pytestmark = pytest.mark.integration
 
@@ -71,15 +71,21 @@ def create_webhook(page: Page, stack: ConsoleStack, events: list[str]) -> tuple[
     return page.url.rsplit("/", 1)[1], secret, path
 
 
-def send_until_received(stack: ConsoleStack, path: str, send: Callable[[], None]) -> None:
-    """Send until the receiver sees a verified request: the router's and the sender's views
-    apply a new webhook tens of milliseconds after the API's, and a send may overtake them."""
+def send_until_received(
+    stack: ConsoleStack,
+    path: str,
+    send: Callable[[], None],
+    wanted: Callable[[Received], bool] = lambda request: True,
+) -> None:
+    """Send until the receiver sees a verified (and `wanted`) request: the router's and the
+    sender's views apply a webhook's change tens of milliseconds after the API's, and a send
+    may overtake them."""
 
     def delivered() -> bool:
         send()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            if any(r.verified for r in stack.receiver.received(path)):
+            if any(r.verified and wanted(r) for r in stack.receiver.received(path)):
                 return True
             time.sleep(0.05)
         return False
@@ -273,6 +279,107 @@ def test_saving_over_a_change_made_meanwhile_is_refused_and_shows_it(
     reply = http_request(stack.settings.api_port, "GET", path, None, headers)
     saved = orjson.loads(reply.body)
     assert (saved["name"], saved["description"]) == ("mine", "changed elsewhere")
+
+
+def test_delivery_settings_and_custom_headers_in_the_forms(
+    page: Page, stack: ConsoleStack, artifacts: Path
+) -> None:
+    sign_in(page, KEY_A)
+    token = f"Bearer tok-{uuid.uuid4().hex}"
+    path = f"/settings-{uuid.uuid4().hex[:8]}"
+    page.get_by_role("link", name="New webhook").click()
+    page.get_by_label("Name").fill("tuned")
+    page.get_by_label("URL").fill(stack.receiver.url(path))
+    page.get_by_label("Every invoice event").check()
+    page.get_by_label("Max concurrency").fill("4")
+    page.get_by_label("Rate limit per second").fill("2.5")
+    page.get_by_label("Timeout in seconds").fill("7")
+    headers = page.get_by_label("Custom headers")
+    headers.fill(f"Authorization: {token}\nX-Tenant: acme")
+    # Every setting explains itself to assistive technology too.
+    for label in ("Max concurrency", "Rate limit per second", "Timeout in seconds"):
+        expect(page.get_by_label(label)).to_have_accessible_description(re.compile("Empty: "))
+    expect(headers).to_have_accessible_description(re.compile("one Name: value per line"))
+    shot(page, artifacts, "12-new-webhook-settings")
+    page.get_by_role("button", name="Create webhook").click()
+    secret = page.get_by_label("Signing secret").input_value()
+    stack.receiver.expect(path, [secret])
+    page.get_by_role("link", name="Continue to the webhook").click()
+    webhook_id = page.url.rsplit("/", 1)[1]
+
+    # The page shows the settings and the header names; the credential nowhere in its HTML.
+    expect(page.locator("#max-concurrency")).to_have_text("4 at once")
+    expect(page.locator("#rate-limit")).to_have_text("2.5 per second")
+    expect(page.locator("#timeout")).to_have_text("7 s")
+    shown = page.locator("#headers li")
+    expect(shown).to_have_count(2)
+    expect(shown.nth(0)).to_have_text("Authorization: ******** (value encrypted, not shown)")
+    expect(shown.nth(1)).to_have_text("X-Tenant: acme")
+    assert "tok-" not in page.content()
+    shot(page, artifacts, "13-webhook-settings")
+
+    # Edit: the sensitive line reads as the placeholder; kept as it is, the value stays.
+    page.get_by_role("link", name="Edit").click()
+    expect(headers).to_have_value("Authorization: ********\nX-Tenant: acme")
+    expect(page.get_by_label("Max concurrency")).to_have_value("4")
+    expect(page.get_by_label("Rate limit per second")).to_have_value("2.5")
+    assert "tok-" not in page.content()
+    headers.fill("Authorization: ********\nX-Tenant: globex")
+    page.get_by_label("Max concurrency").fill("")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("status")).to_have_text("Changes saved.")
+    expect(page.locator("#max-concurrency")).to_have_text("adaptive")
+    expect(shown.nth(1)).to_have_text("X-Tenant: globex")
+    saved = stack.api("GET", f"/v1/webhooks/{webhook_id}", key=KEY_A).json
+    assert saved["headers"] == {"Authorization": "********", "X-Tenant": "globex"}
+    assert saved["sensitive_headers"] == ["Authorization"]
+    assert (saved["max_concurrency"], saved["rate_limit"], saved["timeout_seconds"]) == (
+        None,
+        2.5,
+        7,
+    )
+
+    # The receiver gets the stored credential, unchanged by the edit, and the new X-Tenant.
+    def send_test() -> None:
+        page.get_by_role("button", name="Send test event").click()
+        expect(page.get_by_role("status")).to_contain_text("Test event sent as delivery")
+
+    def edited(request: Received) -> bool:
+        return request.headers.get("x-tenant") == "globex"
+
+    send_until_received(stack, path, send_test, edited)
+    request = next(r for r in stack.receiver.received(path) if edited(r))
+    assert request.headers["authorization"] == token
+
+    # An invalid header name is refused, named next to the form, and what was typed stays.
+    page.get_by_role("link", name="Edit").click()
+    typed = "Authorization: ********\nX-Tenant: globex\nBad Header: x"
+    headers.fill(typed)
+    page.get_by_role("button", name="Save changes").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("headers")
+    expect(alert).to_contain_text("'Bad Header' is not a valid field name")
+    expect(headers).to_have_value(typed)
+    shot(page, artifacts, "14-webhook-header-refused")
+    # hookstream's own headers and the placeholder on a header not stored are refused too.
+    for line, reason in (
+        ("Webhook-Signature: v1,x", "'Webhook-Signature' is set by hookstream itself"),
+        ("X-Api-Key: ********", "the redacted placeholder"),
+        ("no colon here", "is not a header"),
+    ):
+        headers.fill(f"Authorization: ********\n{line}")
+        page.get_by_role("button", name="Save changes").click()
+        expect(page.get_by_role("alert")).to_contain_text(reason)
+    unchanged = stack.api("GET", f"/v1/webhooks/{webhook_id}", key=KEY_A).json
+    assert unchanged["headers"] == saved["headers"]
+
+    # A deleted line removes its header: the credential goes.
+    headers.fill("X-Tenant: globex")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("status")).to_have_text("Changes saved.")
+    expect(shown).to_have_count(1)
+    final = stack.api("GET", f"/v1/webhooks/{webhook_id}", key=KEY_A).json
+    assert final["headers"] == {"X-Tenant": "globex"} and final["sensitive_headers"] == []
 
 
 def test_tenant_keys_see_only_their_tenant(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -352,6 +353,103 @@ def test_webhook_commands_and_recover(stack: Stack) -> None:
     assert stack.ok("deliveries", "get", row["id"], "--json", key=ADMIN).json["id"] == row["id"]
     gone = stack.cli("webhooks", "get", wid, key=ADMIN)
     assert gone.code == 1 and "not found" in gone.err
+
+
+def shown(out: str, name: str, value: str) -> bool:
+    """Whether `webhooks get` printed `value` as the field `name` ("" for a continuation)."""
+    return re.search(rf"^{re.escape(name)}\s+{re.escape(value)}$", out, re.MULTILINE) is not None
+
+
+def test_delivery_settings_and_custom_headers(stack: Stack) -> None:
+    token = f"Bearer tok-{uuid.uuid4().hex}"
+    webhook, path = create_webhook(
+        stack,
+        "--max-concurrency",
+        "4",
+        "--rate-limit",
+        "2.5",
+        "--timeout",
+        "7",
+        "--header",
+        f"Authorization: {token}",
+        "--header",
+        "X-Tenant: acme",
+        "--header",
+        "X-Trace:on",
+    )
+    wid = webhook["id"]
+    assert (webhook["max_concurrency"], webhook["rate_limit"], webhook["timeout_seconds"]) == (
+        4,
+        2.5,
+        7,
+    )
+    # The credential is encrypted at rest and never read back, not even right after create.
+    assert webhook["headers"] == {"Authorization": "********", "X-Tenant": "acme", "X-Trace": "on"}
+    assert webhook["sensitive_headers"] == ["Authorization"]
+    out = stack.ok("webhooks", "get", wid).out
+    assert "tok-" not in out
+    assert shown(out, "max concurrency", "4") and shown(out, "rate limit", "2.5 per second")
+    assert shown(out, "timeout", "7 s")
+    assert shown(out, "headers", "Authorization: ********")
+    assert shown(out, "", "X-Tenant: acme") and shown(out, "", "X-Trace: on")
+
+    # The receiver gets the headers, the credential decrypted.
+    time.sleep(PROPAGATION)
+    stack.ok("webhooks", "test", wid)
+    [request] = received(stack.receiver, path)
+    assert request.verified
+    assert (request.headers["authorization"], request.headers["x-tenant"]) == (token, "acme")
+    assert request.headers["x-trace"] == "on"
+
+    updated = stack.ok(
+        "webhooks",
+        "update",
+        wid,
+        "--max-concurrency",
+        "adaptive",
+        "--rate-limit",
+        "none",
+        "--remove-header",
+        "x-trace",
+        "--header",
+        "X-Tenant: globex",
+        "--json",
+    ).json
+    assert (updated["max_concurrency"], updated["rate_limit"], updated["timeout_seconds"]) == (
+        None,
+        None,
+        7,
+    )
+    # Merged: the one removed is gone, the one given changed, the one left out stays.
+    assert updated["headers"] == {"Authorization": "********", "X-Tenant": "globex"}
+    assert updated["sensitive_headers"] == ["Authorization"]
+
+    out = stack.ok("webhooks", "update", wid, "--timeout", "default").out
+    assert shown(out, "timeout", "default")
+    out = stack.ok("webhooks", "get", wid).out
+    assert shown(out, "max concurrency", "adaptive") and shown(out, "rate limit", "none")
+    assert shown(out, "timeout", "default")
+    assert shown(out, "headers", "Authorization: ********") and shown(out, "", "X-Tenant: globex")
+    assert "X-Trace" not in out and "tok-" not in out
+
+    # Refused, each with the reason: by the API (exit 1) or before calling it (exit 2).
+    for args, code, reason in (
+        (("--header", "Authorization: ********"), 1, "placeholder"),
+        (("--header", "Webhook-Id: mine"), 1, "Webhook-Id"),
+        (("--header", "Bad Name: x"), 1, "Bad Name"),
+        (("--max-concurrency", "0"), 1, "max_concurrency"),
+        (("--timeout", "31"), 1, "timeout_seconds"),
+        (("--rate-limit", "-1"), 1, "rate_limit"),
+        (("--rate-limit", "nan"), 2, "'none'"),
+        (("--max-concurrency", "lots"), 2, "'adaptive'"),
+        (("--header", "no colon"), 2, "Name: value"),
+        (("--header", "X-A: 1", "--remove-header", "x-a"), 2, "more than once"),
+    ):
+        refused = stack.cli("webhooks", "update", wid, *args)
+        assert refused.code == code and reason in refused.err, (args, refused)
+        assert refused.out == ""
+    after = stack.ok("webhooks", "get", wid, "--json").json
+    assert after["headers"] == updated["headers"] and after["timeout_seconds"] is None
 
 
 def test_errors_exit_non_zero_with_the_apis_message_in_one_line(stack: Stack) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -137,6 +138,106 @@ def _iso(moment: datetime) -> str:
 # -- webhooks -----------------------------------------------------------------------------
 
 
+class Clear:
+    """What `--max-concurrency adaptive`, `--rate-limit none` and `--timeout default` parse
+    to: the setting is sent as null, back to the default."""
+
+    def __repr__(self) -> str:
+        return "CLEAR"
+
+
+CLEAR = Clear()
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def per_second(text: str) -> float:
+    try:
+        rate = float(text.strip())
+    except ValueError:
+        rate = math.nan
+    # JSON carries no NaN or infinity; the API says what range it takes.
+    if not math.isfinite(rate):
+        raise argparse.ArgumentTypeError(f"expected a number per second, got {text!r}")
+    return rate
+
+
+def clearable(word: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse`, or CLEAR for `word`."""
+
+    def convert(text: str) -> Any:
+        if text.strip().lower() == word:
+            return CLEAR
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(
+                str(exc).replace(", got", f" or {word!r}, got")
+            ) from None
+
+    return convert
+
+
+def header(text: str) -> tuple[str, str]:
+    """`Name: value` as (name, value); the API checks the name and the value."""
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The delivery settings given; a cleared one as None (null)."""
+    body: dict[str, Any] = {}
+    for field in ("max_concurrency", "rate_limit", "timeout_seconds"):
+        value = getattr(args, field)
+        if value is not None:
+            body[field] = None if value is CLEAR else value
+    return body
+
+
+def _headers(
+    given: list[tuple[str, str]] | None, removed: list[str] | None = None
+) -> dict[str, str | None]:
+    """`--header`s (and `--remove-header`s, as null); a name twice, in any case, is refused."""
+    changes: dict[str, str | None] = {}
+    seen: set[str] = set()
+    pairs: list[tuple[str, str | None]] = [*(given or ()), *((n, None) for n in removed or ())]
+    for name, value in pairs:
+        if name.lower() in seen:
+            raise UsageError(
+                f"header {name!r} is given more than once (names are case-insensitive)"
+            )
+        seen.add(name.lower())
+        changes[name] = value
+    return changes
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _settings_fields(webhook: dict[str, Any]) -> list[tuple[str, Any]]:
+    concurrency = webhook.get("max_concurrency")
+    rate = webhook.get("rate_limit")
+    timeout = webhook.get("timeout_seconds")
+    pairs: list[tuple[str, Any]] = [
+        ("max concurrency", "adaptive" if concurrency is None else concurrency),
+        ("rate limit", "none" if rate is None else f"{_number(rate)} per second"),
+        ("timeout", "default" if timeout is None else f"{timeout} s"),
+    ]
+    # One header a line, values as the API returns them (sensitive ones redacted).
+    lines = [f"{name}: {value}" for name, value in (webhook.get("headers") or {}).items()]
+    pairs.append(("headers", lines[0] if lines else "none"))
+    pairs += [("", line) for line in lines[1:]]
+    return pairs
+
+
 def _webhook_fields(webhook: dict[str, Any]) -> list[tuple[str, Any]]:
     pairs: list[tuple[str, Any]] = [
         ("id", webhook["id"]),
@@ -155,6 +256,7 @@ def _webhook_fields(webhook: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
     if webhook.get("previous_secrets_valid_until"):
         pairs.append(("old secrets valid until", webhook["previous_secrets_valid_until"]))
+    pairs += _settings_fields(webhook)
     pairs += [("created", webhook.get("created_at")), ("updated", webhook.get("updated_at"))]
     return pairs
 
@@ -175,6 +277,9 @@ def webhooks_create(args: argparse.Namespace, api: ApiClient) -> None:
     for field in ("description", "owner_id", "tenant_id"):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
+    body.update(_settings(args))
+    if args.header:
+        body["headers"] = _headers(args.header)
     created = api.post("/v1/webhooks", body)
     if args.json:
         output.as_json(created)
@@ -231,9 +336,13 @@ def webhooks_update(args: argparse.Namespace, api: ApiClient) -> None:
         body["events"] = _event_list(args.events)
     if args.enabled is not None:
         body["enabled"] = args.enabled
+    body.update(_settings(args))
+    if args.header or args.remove_header:
+        body["headers"] = _headers(args.header, args.remove_header)
     if not body:
         raise UsageError(
-            "nothing to change: give --name, --url, --description, --events, --enable or --disable"
+            "nothing to change: give --name, --url, --description, --events, --enable, "
+            "--disable, --max-concurrency, --rate-limit, --timeout, --header or --remove-header"
         )
     webhook = api.patch(_webhook_path(args.id), body, _tenant(args))
     if args.json:
@@ -563,6 +672,54 @@ def event_types(args: argparse.Namespace, api: ApiClient) -> None:
 # -- the parsers --------------------------------------------------------------------------
 
 
+def delivery_settings(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    """The per-webhook delivery options of `webhooks create` and `webhooks update`."""
+    group = parser.add_argument_group("delivery settings")
+
+    def either(word: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+        return clearable(word, parse) if update else parse
+
+    group.add_argument(
+        "--max-concurrency",
+        type=either("adaptive", whole_number),
+        metavar="N|adaptive" if update else "N",
+        help="most requests in flight to the webhook, 1..256 (default: adaptive"
+        + ("; `adaptive` goes back to it)" if update else ")"),
+    )
+    group.add_argument(
+        "--rate-limit",
+        type=either("none", per_second),
+        metavar="R|none" if update else "R",
+        help="most deliveries per second, e.g. 10 or 0.5 (default: no limit"
+        + ("; `none` removes it)" if update else ")"),
+    )
+    group.add_argument(
+        "--timeout",
+        dest="timeout_seconds",
+        type=either("default", whole_number),
+        metavar="SECONDS|default" if update else "SECONDS",
+        help="seconds one attempt may take, 1..30 (default: the sender's request timeout"
+        + ("; `default` goes back to it)" if update else ")"),
+    )
+    group.add_argument(
+        "--header",
+        type=header,
+        action="append",
+        metavar="'NAME: VALUE'",
+        help="a custom header added to every request; repeatable"
+        + (" (adds or replaces that header; the others stay)" if update else "")
+        + ". Credential-like ones (Authorization, Cookie, *-Key, *-Token, *-Secret) are "
+        "stored encrypted and shown as ********",
+    )
+    if update:
+        group.add_argument(
+            "--remove-header",
+            action="append",
+            metavar="NAME",
+            help="remove this custom header; repeatable",
+        )
+
+
 def register(sub: Subparsers, settings: SettingsFactory) -> None:
     """Add the API commands to the `hookstream` parser; `settings` locates Kafka for tail."""
     api = _api_options()
@@ -596,6 +753,7 @@ def register(sub: Subparsers, settings: SettingsFactory) -> None:
     create.add_argument("--description")
     create.add_argument("--owner-id", help="principal whose permissions filter the events")
     create.add_argument("--disabled", action="store_true", help="create it disabled")
+    delivery_settings(create, update=False)
 
     paging(leaf(actions, "list", webhooks_list, "list webhooks, newest first"))
 
@@ -619,6 +777,7 @@ def register(sub: Subparsers, settings: SettingsFactory) -> None:
     enabled = update.add_mutually_exclusive_group()
     enabled.add_argument("--enable", dest="enabled", action="store_const", const=True)
     enabled.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    delivery_settings(update, update=True)
 
     rotate = leaf(actions, "rotate-secret", webhooks_rotate_secret, "replace the signing secret")
     rotate.add_argument("id", help="webhook id (wh_…)")

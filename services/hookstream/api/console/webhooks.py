@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from hookstream.api.bodies import validated
 from hookstream.api.console.pages import (
@@ -29,7 +31,10 @@ from hookstream.api.lookup import (
 )
 from hookstream.api.manage import create_webhook, delete_webhook, rotate_secret, update_webhook
 from hookstream.api.models import (
+    MAX_CONCURRENCY,
     MAX_GRACE_SECONDS,
+    MAX_TIMEOUT_SECONDS,
+    REDACTED,
     DeliveryListQuery,
     Recover,
     RotateSecret,
@@ -44,10 +49,17 @@ from hookstream.events.catalog import ALL_EVENTS
 from hookstream.store import Health, Store
 
 routes = web.RouteTableDef()
+M = TypeVar("M", bound=BaseModel)
 
 RECENT_DELIVERIES = 10
 # What the Recover form offers by default: everything that failed in the last day.
 DEFAULT_RECOVER_WINDOW = timedelta(hours=24)
+# The delivery settings' form fields; empty: the default (adaptive, no limit, the sender's).
+SETTINGS = ("max_concurrency", "rate_limit", "timeout_seconds")
+# A rate as a number input sends it: decimal, maybe with an exponent (no sign, no "inf").
+_DECIMAL = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+# One problem as a 422's details list it.
+Problem = dict[str, str]
 
 
 def _page_of(webhook_id: str) -> str:
@@ -80,11 +92,11 @@ async def new_webhook(request: web.Request) -> web.StreamResponse:
 async def create(request: web.Request) -> web.StreamResponse:
     api = api_of(request)
     form = await read_form(request)
-    fields = _webhook_fields(form)
+    fields = _typed(form)
     if session_of(request).caller.is_admin:
         fields["tenant_id"] = text_field(form, "tenant_id") or None
     try:
-        body = validated(WebhookCreate, fields)
+        body = _create_body(fields)
         tenant_id = session_of(request).caller.write_tenant(body.tenant_id)
         webhook, secret = await create_webhook(api, tenant_id, body)
     except ApiError as exc:
@@ -109,6 +121,7 @@ async def webhook_page(request: web.Request) -> web.StreamResponse:
         "webhook.html",
         {
             "webhook": webhook_out(webhook, now, api.keyring),
+            "rate_limit": _number(webhook.rate_limit),
             "health": health_out(webhook, health),
             "deliveries": [delivery_out(row) for row in recent.items],
             "recover_since": since.strftime("%Y-%m-%dT%H:%M"),
@@ -123,11 +136,17 @@ async def edit_webhook(request: web.Request) -> web.StreamResponse:
 
 
 def _current_fields(webhook: Webhook) -> dict[str, Any]:
+    """The edit form's fields as the webhook holds them; sensitive header values redacted."""
+    headers = (f"{h.name}: {REDACTED if h.sensitive else h.value}" for h in webhook.headers)
     return {
         "name": webhook.name,
         "url": webhook.url,
         "description": webhook.description,
         "events": list(webhook.events),
+        "max_concurrency": _number(webhook.max_concurrency),
+        "rate_limit": _number(webhook.rate_limit),
+        "timeout_seconds": _number(webhook.timeout_seconds),
+        "headers": "\n".join(headers),
     }
 
 
@@ -135,13 +154,13 @@ def _current_fields(webhook: Webhook) -> dict[str, Any]:
 async def save_webhook(request: web.Request) -> web.StreamResponse:
     webhook = _webhook(request)
     form = await read_form(request)
-    fields = _webhook_fields(form)
+    fields = _typed(form)
     # The version the form was opened on: saving over someone else's change made since
     # (another user, an auto-disable) is refused, never silent.
     version = text_field(form, "version")
     if_match = (f'"v{version}"',) if version.isascii() and version.isdigit() else None
     try:
-        body = validated(WebhookUpdate, fields)
+        body = _update_body(fields, webhook)
         await update_webhook(api_of(request), scope_of(request), webhook.id, body, if_match)
     except ApiError as exc:
         if exc.status == 412:
@@ -240,6 +259,143 @@ def _webhook_fields(form: Form) -> dict[str, Any]:
         "description": text_field(form, "description") or None,
         "events": [value for value in form.getall("events", []) if isinstance(value, str)],
     }
+
+
+def _typed(form: Form) -> dict[str, Any]:
+    """The form as typed, shown again when it is refused: the webhook's fields, and the
+    delivery settings and headers as text (None for a field the form did not send)."""
+    typed = _webhook_fields(form)
+    for name in (*SETTINGS, "headers"):
+        typed[name] = text_field(form, name) if name in form else None
+    return typed
+
+
+def _create_body(typed: dict[str, Any]) -> WebhookCreate:
+    fields = {name: typed[name] for name in ("name", "url", "description", "events")}
+    if "tenant_id" in typed:
+        fields["tenant_id"] = typed["tenant_id"]
+    fields.update(_settings(typed))
+    problems: list[Problem] = []
+    if typed["headers"] is not None:
+        fields["headers"], problems = _header_lines(typed["headers"])
+    return _validated(WebhookCreate, fields, problems)
+
+
+def _update_body(typed: dict[str, Any], webhook: Webhook) -> WebhookUpdate:
+    """Every field the form sent; an empty setting clears it. Headers are merged as the
+    API merges them: only the lines added or changed are sent, a sensitive header whose
+    line still reads as the placeholder keeps its stored value, and a header whose line was
+    deleted is sent as null (removed)."""
+    fields = {name: typed[name] for name in ("name", "url", "description", "events")}
+    fields.update(_settings(typed))
+    problems: list[Problem] = []
+    if typed["headers"] is not None:
+        lines, problems = _header_lines(typed["headers"])
+        changes = _header_changes(lines, webhook)
+        if changes:
+            fields["headers"] = changes
+    return _validated(WebhookUpdate, fields, problems)
+
+
+def _settings(typed: dict[str, Any]) -> dict[str, Any]:
+    """The delivery settings the form sent, as the API takes them: None for an empty field,
+    numbers for numbers, and text the API names as not a number otherwise."""
+    settings: dict[str, Any] = {}
+    for name in SETTINGS:
+        text = typed[name]
+        if text is None:
+            continue
+        if not text:
+            settings[name] = None
+        elif name == "rate_limit":
+            settings[name] = float(text) if _DECIMAL.fullmatch(text) else text
+        else:
+            limit = MAX_CONCURRENCY if name == "max_concurrency" else MAX_TIMEOUT_SECONDS
+            settings[name] = _whole(text, limit)
+    return settings
+
+
+def _whole(text: str, limit: int) -> int | str:
+    """`text` as a whole number if it is one (ASCII digits); as given otherwise."""
+    if not (text.isascii() and text.isdigit()):
+        return text
+    # Beyond the limit's digits it can only be too large; int() refuses beyond 4,300 digits.
+    digits = text.lstrip("0") or "0"
+    return limit + 1 if len(digits) > len(str(limit)) else int(digits)
+
+
+def _number(value: float | None) -> str:
+    """A setting as the form and the page show it: "" for none, 2 rather than 2.0."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _header_lines(text: str) -> tuple[dict[str, str], list[Problem]]:
+    """The headers textarea, one `Name: value` per line (blank lines skipped), and what in
+    it cannot be read as such. Names and values are checked by the model afterwards."""
+    headers: dict[str, str] = {}
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    # Only line feeds (and CR before them) end a line: any other control character stays
+    # in the value, where the model refuses it by name.
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip(" \t\r")
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        name, value = name.strip(" \t"), value.strip(" \t")
+        if not colon or not name:
+            shown = line if len(line) <= 60 else line[:59] + "…"
+            message = f"line {number} ({shown!r}) is not a header: write it as Name: value"
+            problems.append({"field": "headers", "message": message})
+        elif name.lower() in seen:
+            message = f"header {name!r} is on more than one line (names are case-insensitive)"
+            problems.append({"field": "headers", "message": message})
+        else:
+            seen.add(name.lower())
+            headers[name] = value
+    return headers, problems
+
+
+def _header_changes(lines: dict[str, str], webhook: Webhook) -> dict[str, str | None]:
+    """What to PATCH to turn the webhook's headers into `lines`."""
+    stored = {h.name.lower(): h for h in webhook.headers}
+    changes: dict[str, str | None] = {}
+    for name, value in lines.items():
+        held = stored.get(name.lower())
+        if held is not None and held.sensitive and value == REDACTED:
+            continue  # left as shown: the stored value stays
+        if held is not None and not held.sensitive and (held.name, held.value) == (name, value):
+            continue  # unchanged
+        # Anything else is sent, the placeholder on a header that is not stored too: the
+        # model refuses that, saying to send the value.
+        changes[name] = value
+    given = {name.lower() for name in lines}
+    for header in webhook.headers:
+        if header.name.lower() not in given:
+            changes[header.name] = None
+    return changes
+
+
+def _validated(model: type[M], fields: dict[str, Any], problems: list[Problem]) -> M:
+    """`validated`, with what the form's own reading found wrong in the same 422."""
+    try:
+        body = validated(model, fields)
+    except ApiError as exc:
+        if not problems or exc.status != 422:
+            raise
+        raise _refused([*problems, *(exc.details or ())]) from None
+    if problems:
+        raise _refused(problems)
+    return body
+
+
+def _refused(problems: list[Problem]) -> ApiError:
+    names = ", ".join(dict.fromkeys(problem["field"] for problem in problems))
+    return ApiError(422, "validation_error", f"invalid field(s): {names}", problems)
 
 
 def _form_page(
