@@ -28,6 +28,8 @@ class Received:
     verified: bool
     # The status this request was answered with.
     status: int = 0
+    # Requests open at this path when it arrived, itself included.
+    concurrent: int = 1
 
 
 @dataclass
@@ -41,6 +43,8 @@ class Behaviour:
     body: str = ""
     # Answer `fail_status` to every request until this wall-clock time (an outage window).
     fail_until: float = 0.0
+    # Serve this many requests at a time and answer 503 at once to any beyond (0: no limit).
+    capacity: int = 0
 
 
 class TestReceiver(LoopbackServer):
@@ -50,6 +54,7 @@ class TestReceiver(LoopbackServer):
         self.secrets: dict[str, list[str]] = {}
         self.behaviours: dict[str, Behaviour] = {}
         self._counts: dict[str, int] = {}
+        self._open: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def routes(self, app: web.Application) -> None:
@@ -85,11 +90,23 @@ class TestReceiver(LoopbackServer):
             now = time.time()
             failing = seen < behaviour.fail_first or now < behaviour.fail_until
             status = behaviour.fail_status if failing else behaviour.status
+            concurrent = self._open.get(path, 0) + 1
+            over = 0 < behaviour.capacity < concurrent
+            if over:
+                status = 503
+            else:
+                self._open[path] = concurrent
             verified = _verify(secrets, body, headers)
-            self.requests.append(Received(path, headers, body, now, verified, status))
-        if behaviour.delay:
-            await asyncio.sleep(behaviour.delay)
-        return web.Response(status=status, headers=behaviour.headers, text=behaviour.body)
+            self.requests.append(Received(path, headers, body, now, verified, status, concurrent))
+        if over:
+            return web.Response(status=503, text="over capacity")
+        try:
+            if behaviour.delay:
+                await asyncio.sleep(behaviour.delay)
+            return web.Response(status=status, headers=behaviour.headers, text=behaviour.body)
+        finally:
+            with self._lock:
+                self._open[path] -= 1
 
 
 def received(

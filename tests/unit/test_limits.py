@@ -107,10 +107,19 @@ def test_receiver_slower_for_good_is_relearnt() -> None:
 
 
 def test_burst_of_refusals_costs_one_decrease() -> None:
+    """20 requests out together, refused together: all were sent under the old limit."""
     limiter = ConcurrencyLimit(128, initial=50)
     for i in range(20):
-        limiter.observe(10.0 + i * 0.001, 0.01, 50, True)
+        limiter.observe(10.0 + i * 0.001, 0.05, 50, True)
     assert limiter.limit == 40  # 50 * 0.8, once
+
+
+def test_a_refusal_of_a_request_sent_after_the_decrease_decreases_again() -> None:
+    """Instant refusals at a hard capacity: each one sent under the new limit is news."""
+    limiter = ConcurrencyLimit(128, initial=50)
+    limiter.observe(10.0, 0.001, 50, True)
+    limiter.observe(10.003, 0.001, 40, True)
+    assert limiter.limit == 32  # 50 * 0.8 * 0.8
 
 
 def test_floor_is_the_fastest_answer() -> None:

@@ -23,8 +23,13 @@ TOLERANCE_SLACK = 0.02
 # Multiplicative decreases: an explicit "overloaded" answer costs more than a slow one.
 OVERLOAD_DECREASE = 0.8
 LATENCY_DECREASE = 0.9
-# At most one decrease per max(recent latency, this): a burst of refusals is one signal.
+# At most one decrease for slowness per max(recent latency, this): answers queued behind the
+# ones that were slow are slow too, and say nothing new.
 DECREASE_MIN_GAP = 0.05
+# Near the limit where the receiver last refused, grow this many times slower: probing a hard
+# capacity one request above it costs a refusal each time (about one per window of answers at
+# full speed, a fifth of all requests to a receiver taking 4 at a time).
+PROBE_SLOWDOWN = 8
 # Weight of the newest answer in the running average of recent latency.
 RECENT_WEIGHT = 0.2
 # How far the floor moves toward a slower answer seen with nothing else in flight.
@@ -51,6 +56,8 @@ class ConcurrencyLimit:
         self._floor: float | None = None
         self._recent: float | None = None
         self._last_decrease = -math.inf
+        # The estimate at the last refusal; None once the limit has grown past it unrefused.
+        self._refused_at: float | None = None
 
     @property
     def limit(self) -> int:
@@ -71,7 +78,8 @@ class ConcurrencyLimit:
         if overloaded:
             # A refusal's or a timeout's duration is not the receiver's service time: it
             # teaches the floor nothing.
-            self._decrease(now, latency, OVERLOAD_DECREASE)
+            if self._decrease(now, latency, OVERLOAD_DECREASE, gap=0.0):
+                self._refused_at = self._estimate / OVERLOAD_DECREASE
             return
         self._learn(latency, in_flight)
         assert self._floor is not None
@@ -80,10 +88,20 @@ class ConcurrencyLimit:
         in_use = in_flight * 2 >= self._estimate
         if latency <= self._floor * TOLERANCE_FACTOR + TOLERANCE_SLACK:
             if in_use:
-                # +1 per window of `limit` answers.
-                self._estimate = min(float(self._ceiling), self._estimate + 1.0 / self._estimate)
+                self._grow()
         elif in_use:
             self._decrease(now, latency, LATENCY_DECREASE)
+
+    def _grow(self) -> None:
+        """+1 per window of `limit` answers; slower just below the last refusal."""
+        step = 1.0 / self._estimate
+        refused_at = self._refused_at
+        if refused_at is not None:
+            if self._estimate >= refused_at + 1.0:
+                self._refused_at = None  # grown past it unrefused: the receiver has more room
+            elif self._estimate + 1.0 > refused_at:
+                step /= PROBE_SLOWDOWN
+        self._estimate = min(float(self._ceiling), self._estimate + step)
 
     def _learn(self, latency: float, in_flight: int) -> None:
         recent = self._recent
@@ -99,13 +117,19 @@ class ConcurrencyLimit:
             # there the new floor is learnt and the limit grows again.
             self._floor = floor + FLOOR_RISE * (latency - floor)
 
-    def _decrease(self, now: float, latency: float, factor: float) -> None:
-        gap = max(self._recent or 0.0, DECREASE_MIN_GAP)
-        # Ignore too: a request sent before the last decrease was sent under the old limit.
+    def _decrease(
+        self, now: float, latency: float, factor: float, gap: float | None = None
+    ) -> bool:
+        """Decrease by `factor` unless the signal is stale; whether it did."""
+        if gap is None:
+            gap = max(self._recent or 0.0, DECREASE_MIN_GAP)
+        # A request sent before the last decrease was sent under the old limit: its answer
+        # is that decrease's signal again. A refusal of one sent since is news, however soon.
         if now < self._last_decrease + gap or now - latency < self._last_decrease:
-            return
+            return False
         self._last_decrease = now
         self._estimate = max(1.0, self._estimate * factor)
+        return True
 
 
 class TokenBucket:

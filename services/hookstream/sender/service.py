@@ -229,8 +229,8 @@ class Sender:
         if slow and (self._slow_lane.full() or self._gate.waiting(webhook_id)):
             await self._defer(item, delivery, self.topics.retry_tiers[0].delay, "slow_lane")
             return
-        # Its limits as the view has them now; a webhook not read yet has the defaults.
-        webhook = self.webhooks.get(webhook_id)
+        # Its limits: a webhook created a moment ago is read first, not taken as limitless.
+        webhook = await self._current_webhook(delivery, source)
         put_off = self._gate.put_off(webhook, webhook_id)
         if put_off is not None:
             await self._defer(item, delivery, put_off, "webhook_limit")
@@ -307,15 +307,8 @@ class Sender:
         ticket: Ticket,
     ) -> tuple[Conclusion, Webhook | None]:
         webhook_id = delivery.webhook_id
-        webhook = self.webhooks.get(webhook_id)
-        if webhook is None and not absence_means_deleted(
-            self.webhooks.synced_at_ms, delivery, source.appended_at_ms
-        ):
-            # Created a moment before this delivery, perhaps, and not read yet: only a view
-            # caught up since the record was appended may say "deleted" (sender/absence.py).
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self.webhooks.sync)
-            webhook = self.webhooks.get(webhook_id)
+        # Again after the wait at the gate: it may have changed (disabled, deleted) meanwhile.
+        webhook = await self._current_webhook(delivery, source)
         started_ms = int(time.time() * 1000)
         skip: str | None = None
         result: HttpResult | None = None
@@ -375,6 +368,19 @@ class Sender:
             seconds = result.retry_after if retry is None else (retry.due_at_ms - started_ms) / 1000
             self._gate.pause(ticket, min(seconds, result.retry_after))
         return conclusion, webhook
+
+    async def _current_webhook(self, delivery: Delivery, source: Source) -> Webhook | None:
+        """The delivery's webhook as the view holds it; None when it is deleted."""
+        webhook = self.webhooks.get(delivery.webhook_id)
+        if webhook is None and not absence_means_deleted(
+            self.webhooks.synced_at_ms, delivery, source.appended_at_ms
+        ):
+            # Created a moment before this delivery, perhaps, and not read yet: only a view
+            # caught up since the record was appended may say "deleted" (sender/absence.py).
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.webhooks.sync)
+            webhook = self.webhooks.get(delivery.webhook_id)
+        return webhook
 
     def _request_parts(
         self, webhook: Webhook, now_ms: int
