@@ -8,17 +8,32 @@ hold up the rest. Each test works on its own tenant.
 from __future__ import annotations
 
 import re
+import string
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
+from hookstream.core.records import WebhookHeader
 from hookstream.core.topics import Topics
+from hookstream.endpoints.headers import is_sensitive, name_problem, value_problem
 from hookstream.sender.limits import INITIAL_LIMIT
 from tests.helpers import api_call, http_request, sqlite_url, wait_for
-from tests.pipeline import PipelineStack, Service, api_settings, read_topic, running_stack
+from tests.pipeline import (
+    PipelineStack,
+    Platform,
+    Service,
+    api_settings,
+    make_webhook,
+    read_topic,
+    running_stack,
+)
 from tests.receiver import Behaviour, Received
 
 pytestmark = pytest.mark.integration
@@ -286,3 +301,61 @@ def _gauge(service: Service, name: str, webhook_id: str) -> float:
     found = pattern.search(reply.body.decode())
     assert found, f"no {name} for {webhook_id}"
     return float(found.group(1))
+
+
+# Names from the token alphabet and beyond it, in any case, reserved ones included.
+_NAME = st.one_of(
+    st.text(alphabet=string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~", min_size=1),
+    st.sampled_from(["Webhook-Id", "content-type", "HOST", "Authorization", "x-api-key"]),
+    st.text(max_size=12),
+)
+
+
+@hyp_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(headers=st.dictionaries(_NAME, st.text(max_size=40), max_size=22))
+def test_any_headers_are_stored_as_given_or_refused_naming_the_problem(
+    stack: Stack, headers: dict[str, str]
+) -> None:
+    body = {
+        "tenant_id": "t_fuzz",
+        "name": "fuzz",
+        "url": stack.receiver.url("/fuzz"),
+        "events": ["*"],
+    }
+    status, answer = stack.call("POST", "/v1/webhooks", {**body, "headers": headers})
+    assert status in (201, 422), answer
+    if status == 422:
+        assert "headers" in str(answer["error"]), answer
+        return
+    sensitive = {name for name in headers if is_sensitive(name)}
+    assert answer["headers"] == {n: "********" if n in sensitive else v for n, v in headers.items()}
+    assert set(answer["sensitive_headers"]) == sensitive
+    # Only what may be sent was taken: a token, not ours, a value on one line.
+    for name, value in headers.items():
+        assert name_problem(name) is None and value_problem(name, value) is None
+    stack.call("DELETE", f"/v1/webhooks/{answer['id']}")
+
+
+def test_headers_written_around_the_api_cannot_override_hookstreams_own(stack: Stack) -> None:
+    """A record on the topic from another producer, with headers the API would refuse: the
+    request leaves them out, stays signed, and carries the rest."""
+    owner = tenant()
+    url = stack.receiver.url("/around")
+    webhook = replace(
+        make_webhook(owner, url, [EVENT_TYPE]),
+        headers=(
+            WebhookHeader("Webhook-Signature", "v1,forged"),
+            WebhookHeader("Content-Type", "text/plain"),
+            WebhookHeader("X-Evil", "a\r\nX-Injected: 1"),
+            WebhookHeader("X-Fine", "kept"),
+        ),
+    )
+    stack.receiver.expect("/around", [webhook.secrets[0].value])
+    Platform(stack.settings).webhook(webhook)
+    time.sleep(0.5)  # every view applies it
+    [request] = stack.delivered("/around", stack.publish(owner, 1))
+    assert request.verified
+    assert request.headers["webhook-signature"] != "v1,forged"
+    assert request.headers["content-type"] == "application/json"
+    assert "x-evil" not in request.headers and "x-injected" not in request.headers
+    assert request.headers["x-fine"] == "kept"
