@@ -6,13 +6,21 @@ customer would; failures are counted. When the body's `data` carries `t_us` (the
 produce time, microseconds since the epoch) the receiver records arrival minus that: the
 end-to-end latency from event produce to receiver arrival, on one machine and one clock.
 
+For the limits stage it can also play a slower or smaller endpoint: `--delay-ms D` answers
+every request after D ms (`asyncio.sleep`), and `--capacity C` serves at most C requests at a
+time and answers 503 at once to any request beyond them (refusals are counted, not recorded
+as received). Either way it notes the most requests it had in flight at once and every
+arrival's wall-clock time, which `GET /_arrivals` returns (served and refused apart).
+
 `GET /_stats` returns the counters and latency percentiles; `POST /_reset` clears them.
-Run as `python -m bench.receiver --port N --secrets FILE --verify-every K`.
+Run as `python -m bench.receiver --port N --secrets FILE --verify-every K
+[--delay-ms D] [--capacity C]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -39,9 +47,14 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
 
 
 class Counters:
-    def __init__(self, secrets: list[str], verify_every: int) -> None:
+    def __init__(
+        self, secrets: list[str], verify_every: int, delay_ms: float = 0.0, capacity: int = 0
+    ) -> None:
         self.verifiers = [Verifier(secret) for secret in secrets]
         self.verify_every = max(1, verify_every)
+        self.delay_seconds = max(0.0, delay_ms) / 1000
+        self.capacity = max(0, capacity)  # 0: no limit
+        self.in_flight = 0  # requests being served now (a reset leaves them counted)
         self.reset()
 
     def reset(self) -> None:
@@ -52,6 +65,11 @@ class Counters:
         self.latencies_ms: list[float] = []
         self.first_at = 0.0
         self.last_at = 0.0
+        self.refused = 0
+        self.in_flight_peak = 0
+        # Wall-clock seconds of every served and every refused request's arrival.
+        self.served_at: list[float] = []
+        self.refused_at: list[float] = []
 
     def stats(self) -> dict[str, Any]:
         ordered = sorted(self.latencies_ms)
@@ -66,6 +84,10 @@ class Counters:
             "latency_max_ms": ordered[-1] if ordered else None,
             "first_at": self.first_at,
             "last_at": self.last_at,
+            "refused": self.refused,
+            "in_flight_peak": self.in_flight_peak,
+            "delay_ms": self.delay_seconds * 1000,
+            "capacity": self.capacity,
         }
 
 
@@ -73,6 +95,19 @@ def build_app(counters: Counters) -> web.Application:
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
         arrived_us = time.time_ns() // 1000
+        if counters.capacity and counters.in_flight >= counters.capacity:
+            counters.refused += 1
+            counters.refused_at.append(arrived_us / 1e6)
+            return web.Response(status=503)
+        counters.in_flight += 1
+        counters.in_flight_peak = max(counters.in_flight_peak, counters.in_flight)
+        try:
+            return await serve(request, body, arrived_us)
+        finally:
+            counters.in_flight -= 1
+
+    async def serve(request: web.Request, body: bytes, arrived_us: int) -> web.Response:
+        counters.served_at.append(arrived_us / 1e6)
         counters.received += 1
         if counters.first_at == 0.0:
             counters.first_at = arrived_us / 1e6
@@ -80,10 +115,15 @@ def build_app(counters: Counters) -> web.Application:
         _record_latency(counters, body, arrived_us)
         if counters.received % counters.verify_every == 0:
             _verify(counters, request, body)
+        if counters.delay_seconds:
+            await asyncio.sleep(counters.delay_seconds)
         return web.Response(status=204)
 
     async def stats(_request: web.Request) -> web.Response:
         return web.json_response(counters.stats())
+
+    async def arrivals(_request: web.Request) -> web.Response:
+        return web.json_response({"served": counters.served_at, "refused": counters.refused_at})
 
     async def reset(_request: web.Request) -> web.Response:
         counters.reset()
@@ -91,6 +131,7 @@ def build_app(counters: Counters) -> web.Application:
 
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_get("/_stats", stats)
+    app.router.add_get("/_arrivals", arrivals)
     app.router.add_post("/_reset", reset)
     app.router.add_post(HOOK_PREFIX + "{index}", hook)
     return app
@@ -126,9 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--secrets", type=Path, required=True, help="JSON list, index = n")
     parser.add_argument("--verify-every", type=int, default=10)
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="answer after so many ms")
+    parser.add_argument(
+        "--capacity", type=int, default=0, help="serve so many at a time, 503 beyond (0: any)"
+    )
     args = parser.parse_args(argv)
     secrets = json.loads(args.secrets.read_text())
-    app = build_app(Counters(secrets, args.verify_every))
+    app = build_app(Counters(secrets, args.verify_every, args.delay_ms, args.capacity))
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
     return 0
 
@@ -136,13 +181,28 @@ def main(argv: list[str] | None = None) -> int:
 class ReceiverProcess:
     """Runs the receiver in its own process so it never shares a GIL with the load."""
 
-    def __init__(self, port: int, secrets: list[str], verify_every: int, workdir: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        secrets: list[str],
+        verify_every: int,
+        workdir: Path,
+        *,
+        delay_ms: float = 0.0,
+        capacity: int = 0,
+    ) -> None:
         self.port = port
+        self.delay_ms = delay_ms
+        self.capacity = capacity
         self._secrets_path = workdir / f"receiver-{port}-secrets.json"
         self._secrets_path.write_text(json.dumps(secrets))
         self._log_path = workdir / f"receiver-{port}.log"
         self.verify_every = verify_every
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.port}{HOOK_PREFIX}{index}"
@@ -160,6 +220,10 @@ class ReceiverProcess:
                 str(self._secrets_path),
                 "--verify-every",
                 str(self.verify_every),
+                "--delay-ms",
+                str(self.delay_ms),
+                "--capacity",
+                str(self.capacity),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -179,6 +243,12 @@ class ReceiverProcess:
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_stats", timeout=10) as rsp:
             loaded: dict[str, Any] = json.loads(rsp.read())
+            return loaded
+
+    def arrivals(self) -> dict[str, list[float]]:
+        """Wall-clock arrival times since the last reset: {"served": [...], "refused": [...]}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_arrivals", timeout=30) as rsp:
+            loaded: dict[str, list[float]] = json.loads(rsp.read())
             return loaded
 
     def reset(self) -> None:

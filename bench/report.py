@@ -31,7 +31,7 @@ class Figure:
         if self.unit == "ms":
             return f"{self.value:,.1f} ms"
         if self.unit == "%":
-            return f"{self.value:.0f} %"
+            return f"{self.value:.1f} %" if abs(self.value) < 10 else f"{self.value:.0f} %"
         return f"{self.value:g} {self.unit}".strip()
 
     def shown_ratio(self) -> str:
@@ -153,11 +153,11 @@ def build_figures(stages: dict[str, Any]) -> list[Figure]:
             )
     light = stages.get("light_latency")
     if light:
-        rate = light["rate_target"]
+        light_rate = light["rate_target"]
         p50, p99 = light["latency_p50_ms"], light["latency_p99_ms"]
         figures.append(
             Figure(
-                f"Light load: p50 latency at {rate}/s, Kafka ingest (linger 1 ms)",
+                f"Light load: p50 latency at {light_rate}/s, Kafka ingest (linger 1 ms)",
                 p50,
                 "ms",
                 None,
@@ -167,7 +167,7 @@ def build_figures(stages: dict[str, Any]) -> list[Figure]:
         )
         figures.append(
             Figure(
-                f"Light load: p99 latency at {rate}/s, Kafka ingest (linger 1 ms)",
+                f"Light load: p99 latency at {light_rate}/s, Kafka ingest (linger 1 ms)",
                 p99,
                 "ms",
                 None,
@@ -184,7 +184,7 @@ def build_figures(stages: dict[str, Any]) -> list[Figure]:
             ):
                 figures.append(
                     Figure(
-                        f"Light load: {name} latency at {rate}/s, POST /v1/events "
+                        f"Light load: {name} latency at {light_rate}/s, POST /v1/events "
                         "(from the request's start)",
                         value,
                         "ms",
@@ -234,6 +234,7 @@ def build_figures(stages: dict[str, Any]) -> list[Figure]:
                     f"{measured['request_p99_ms']} ms; api + broker {cpu} CPU s per 1,000",
                 )
             )
+    figures += _limits_figures(stages)
     latency = stages.get("e2e_latency")
     if latency:
         sustained = steps["sustained_deliveries_per_second"] if steps else None
@@ -314,6 +315,107 @@ def build_figures(stages: dict[str, Any]) -> list[Figure]:
                 "/s",
                 _ratio(value, rate),
                 note="; ".join(notes),
+            )
+        )
+    return figures
+
+
+def _share(value: float | None, whole: float) -> str:
+    return "n/a" if value is None or not whole else f"{value / whole:.0%}"
+
+
+def _limits_figures(stages: dict[str, Any]) -> list[Figure]:
+    """Stage `limits`: one webhook's fixed, adaptive and rate limits (bench/stage_limits.py)."""
+    figures: list[Figure] = []
+    for name, label in (
+        ("limits_fixed", "max_concurrency {max_concurrency}"),
+        ("limits_adaptive", "adaptive limit"),
+    ):
+        run = stages.get(name)
+        if not run:
+            continue
+        value = run["delivered"]["deliveries_per_second"]
+        target = run["target_deliveries_per_second"]
+        peak_limit = max((g[1] for g in run["gauges"] if g[1] is not None), default=None)
+        put_off = run["put_off"]
+        figures.append(
+            Figure(
+                f"Limits: deliveries/s, one webhook, {label.format(**run)}, "
+                f"{run['endpoint_delay_ms']:g} ms endpoint",
+                value,
+                "/s",
+                None,
+                f">= {target:,.0f}/s",
+                value is not None and value >= target,
+                f"{_share(value, run['most_deliveries_per_second'])} of "
+                f"{run['most_deliveries_per_second']:,.0f}/s (64 in flight, 50 ms each); "
+                f"receiver peak in flight {run['receiver']['in_flight_peak']}, limit gauge "
+                f"max {peak_limit if peak_limit is None else int(peak_limit)}; put off "
+                f"{put_off['deferred_metric'] or 0:,.0f} times "
+                f"({put_off['deliveries_put_off']:,} deliveries)",
+            )
+        )
+        if name == "limits_adaptive":
+            reached = run["seconds_to_target_rate"]
+            figures.append(
+                Figure(
+                    f"Limits: s from the first request until 1 s at {target:,.0f}/s, adaptive",
+                    reached,
+                    "s",
+                    None,
+                    "<= 10 s",
+                    reached is not None and reached <= 10,
+                    f"peak 1 s rate at the receiver {run['receiver']['peak_rolling_1s_rate']:,}",
+                )
+            )
+    overload = stages.get("limits_overload")
+    if overload:
+        mean = overload["limit_mean_second_half"]
+        capacity = overload["endpoint_capacity"]
+        low, high = round(capacity * 0.8), round(capacity * 1.2)
+        figures.append(
+            Figure(
+                f"Limits: adaptive limit, mean over the 2nd half, endpoint taking {capacity} "
+                "at a time (503 beyond)",
+                mean,
+                "",
+                None,
+                f"near {capacity} ({low}-{high})",
+                mean is not None and low <= mean <= high,
+                f"range {overload['limit_range_second_half']}, in flight mean "
+                f"{overload['in_flight_mean_second_half']}",
+            )
+        )
+        share = overload["refused_share"]
+        receiver = overload["receiver"]
+        figures.append(
+            Figure(
+                "Limits: requests refused with 503, same run",
+                None if share is None else round(share * 100, 1),
+                "%",
+                None,
+                "< 10 %",
+                share is not None and share < 0.10,
+                f"{receiver['refused']:,} of {receiver['served'] + receiver['refused']:,} "
+                f"requests; {overload['dead_letters']} dead letters",
+            )
+        )
+    rate = stages.get("limits_rate")
+    if rate:
+        steady = rate["steady"]
+        value = steady["rate"]
+        wanted = rate["target_rate"]
+        figures.append(
+            Figure(
+                f"Limits: rate at the receiver, rate_limit {wanted:g}/s (2nd s to last request)",
+                value,
+                "/s",
+                None,
+                f"{wanted * 0.95:g}-{wanted * 1.05:g}/s",
+                value is not None and abs(value - wanted) <= 0.05 * wanted,
+                f"{value}/s; per second min {steady.get('per_second_min')}, max "
+                f"{steady.get('per_second_max')}; put off "
+                f"{rate['put_off']['deferred_metric'] or 0:,.0f} times",
             )
         )
     return figures

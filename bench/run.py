@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling, stage_e2e, stage_ingest, stage_router, stage_sender
+from bench import ceiling, stage_e2e, stage_ingest, stage_limits, stage_router, stage_sender
 from bench.cluster import Broker
 from bench.context import FULL, QUICK, Context, Sizes
 from bench.machine import REPO, describe, load_average
@@ -23,7 +23,17 @@ from bench.nginx import Nginx, ensure_installed
 from bench.report import build_figures, figures_json, table
 from hookstream.core.codec import default_codec
 
-STAGES = ("ceiling", "sender", "isolation", "router", "light", "ingest", "e2e", "scaleout")
+STAGES = (
+    "ceiling",
+    "sender",
+    "isolation",
+    "router",
+    "light",
+    "ingest",
+    "limits",
+    "e2e",
+    "scaleout",
+)
 RESULTS = REPO / "bench" / "results"
 
 # What `make bench` runs differs from issue 7's sizes here, to stay within ~15 minutes.
@@ -169,6 +179,11 @@ def _plan(ctx: Context, selected: list[str]) -> list[tuple[str, Callable[[], Any
         plan.append(("light_latency", lambda: stage_e2e.run_light(ctx)))
     if "ingest" in selected:
         plan.append(("http_ingest", lambda: stage_ingest.run(ctx)))
+    if "limits" in selected:
+        plan.append(("limits_fixed", lambda: stage_limits.run_fixed(ctx)))
+        plan.append(("limits_adaptive", lambda: stage_limits.run_adaptive(ctx)))
+        plan.append(("limits_overload", lambda: stage_limits.run_overload(ctx)))
+        plan.append(("limits_rate", lambda: stage_limits.run_rate(ctx)))
     if "e2e" in selected:
         plan.append(("e2e_latency", lambda: stage_e2e.run_latency(ctx)))
     if "e2e" in selected or "scaleout" in selected:
