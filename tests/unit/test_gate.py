@@ -10,7 +10,14 @@ from dataclasses import replace
 import pytest
 
 from hookstream.core.records import Webhook
-from hookstream.sender.gate import MIN_HELD, Ticket, WebhookGate, overloaded
+from hookstream.sender.gate import (
+    MIN_HELD,
+    PUT_OFF_GRANULARITY_MS,
+    Ticket,
+    WebhookGate,
+    overloaded,
+    put_off_due_ms,
+)
 from hookstream.sender.outcome import HttpResult
 
 BASE = Webhook(
@@ -181,3 +188,34 @@ async def test_changed_settings_apply_to_the_next_requests() -> None:
     gate.release(held)
     gate.release(second)
     assert gate._states[webhook.id].limit.limit == 2
+
+
+def test_put_off_records_are_due_on_the_granularity_never_sooner() -> None:
+    assert put_off_due_ms(1_000_000, 0.0) == 1_000_000
+    assert put_off_due_ms(1_000_001, 0.0) == 1_000_100
+    assert put_off_due_ms(1_000_000, 0.25) == 1_000_300
+    for seconds in (0.001, 0.099, 0.1, 1.2345):
+        due = put_off_due_ms(1_234_567, seconds)
+        assert due % PUT_OFF_GRANULARITY_MS == 0
+        assert 0 <= due - (1_234_567 + seconds * 1000) < PUT_OFF_GRANULARITY_MS
+
+
+async def test_an_adaptive_limit_still_growing_plans_put_offs_at_its_ceiling() -> None:
+    """Planned at today's limit, a backlog would come back paced for 8 in flight while the
+    limit grows to 64 meanwhile; planned at the ceiling, it comes back when it can go."""
+    growing, fixed = WebhookGate(ceiling=64, window=64), WebhookGate(ceiling=64, window=64)
+    adaptive, limited = hook("wh_g"), hook("wh_f", max_concurrency=8)
+    waiting: list[asyncio.Task[Ticket]] = []
+    spacing: list[float] = []
+    for gate, webhook in ((growing, adaptive), (fixed, limited)):
+        ticket = await gate.acquire(webhook, webhook.id)
+        gate.observe(ticket, OK)  # 50 ms answers
+        gate.release(ticket)
+        while gate.put_off(webhook, webhook.id) is None:
+            waiting.append(asyncio.create_task(gate.acquire(webhook, webhook.id)))
+            await asyncio.sleep(0)
+        first = gate.put_off(webhook, webhook.id) or 0.0
+        spacing.append((gate.put_off(webhook, webhook.id) or 0.0) - first)
+    assert spacing == pytest.approx([0.05 / 64, 0.05 / 8], rel=0.1)
+    for task in waiting:
+        task.cancel()

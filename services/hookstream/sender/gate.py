@@ -39,6 +39,9 @@ MAX_HELD_SHARE = 0.25
 MAX_PAUSE_SECONDS = 60.0
 # A pause longer than this puts arriving records off instead of keeping them waiting.
 PAUSE_HOLD_SECONDS = 1.0
+# Put-off records are due on multiples of this (ms): a retry tier's partition is paused until
+# its head is due, so records due a millisecond apart would cost a pause and a fetch each.
+PUT_OFF_GRANULARITY_MS = 100
 # Weight of the newest answer time in the latency estimate used for put-off due times.
 _NEWEST_WEIGHT = 0.2
 # Statuses that mean "too much": they shrink an adaptive limit (so do timeouts and refused
@@ -65,6 +68,12 @@ class _State:
     latency: float | None = None  # running average of answer times, seconds
     next_put_off: float = 0.0  # monotonic: when the last put-off record was due
     timer: asyncio.TimerHandle | None = None
+
+
+def put_off_due_ms(now_ms: int, seconds: float) -> int:
+    """When a record put off by `seconds` is due: never sooner, on the granularity."""
+    due = now_ms + math.ceil(seconds * 1000)
+    return -(-due // PUT_OFF_GRANULARITY_MS) * PUT_OFF_GRANULARITY_MS
 
 
 def overloaded(result: HttpResult) -> bool:
@@ -95,7 +104,10 @@ class WebhookGate:
         pause = state.paused_until - now
         if pause <= PAUSE_HOLD_SECONDS and len(state.waiters) < self._held_bound(state):
             return None
-        rate = self._drain_rate(state)
+        # Planned at the rate the limit may reach: an adaptive limit still growing soon
+        # sends faster than now, and a record back too early is only put off once more,
+        # where one planned too late waits for nothing.
+        rate = self._drain_rate(state, state.limit.ceiling)
         # Its turn: after the records waiting here and in flight, and after the last record
         # put off, so records put off together come back spread out, not all at once.
         turn = now + max(pause, 0.0) + (len(state.waiters) + state.in_flight) / rate
@@ -184,11 +196,13 @@ class WebhookGate:
         return min(self._max_held, max(MIN_HELD, wanted))
 
     @staticmethod
-    def _drain_rate(state: _State) -> float:
-        """Requests per second the webhook is expected to take."""
+    def _drain_rate(state: _State, ceiling: int | None = None) -> float:
+        """Requests per second the webhook is expected to take: at its limit now, or at
+        `ceiling` while an adaptive limit may still grow to it."""
         rate = math.inf
         if state.latency is not None:
-            rate = state.limit.limit / max(state.latency, 0.001)
+            limit = state.limit.limit if ceiling is None or state.limit.settled else ceiling
+            rate = limit / max(state.latency, 0.001)
         if state.bucket is not None:
             rate = min(rate, state.bucket.rate)
         return rate if math.isfinite(rate) else 1000.0

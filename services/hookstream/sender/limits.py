@@ -66,6 +66,16 @@ class ConcurrencyLimit:
         return int(self._estimate)
 
     @property
+    def settled(self) -> bool:
+        """Whether the limit is where it will stay: fixed, or adaptive and already brought
+        down once by the receiver. Until then it may still grow toward the ceiling."""
+        return self._fixed is not None or self._last_decrease > -math.inf
+
+    @property
+    def ceiling(self) -> int:
+        return self._ceiling if self._fixed is None else self._fixed
+
+    @property
     def floor(self) -> float | None:
         """The observed no-load latency, in seconds; None before the first usable answer."""
         return self._floor

@@ -44,7 +44,7 @@ from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
 from hookstream.sender.custom_headers import CustomHeaders
 from hookstream.sender.fence import FencedError, Permit
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
-from hookstream.sender.gate import Ticket, WebhookGate, overloaded
+from hookstream.sender.gate import Ticket, WebhookGate, overloaded, put_off_due_ms
 from hookstream.sender.http import HttpSender
 from hookstream.sender.intake import INVALID_DELIVERY, decode_delivery
 from hookstream.sender.origins import origin_header, without_origin
@@ -261,7 +261,7 @@ class Sender:
         tier = max(
             (t for t in tiers if t.delay <= seconds), key=lambda t: t.delay, default=tiers[0]
         )
-        retry = deferred(delivery, tier, int((time.time() + seconds) * 1000))
+        retry = deferred(delivery, tier, put_off_due_ms(int(time.time() * 1000), seconds))
         # No attempt was made: the retry keeps the delivery's own trace context.
         trace = tracing.passed_on(item.headers)
         record = self._retry_record(tier.topic, item.message.key(), retry, trace, item)
