@@ -170,3 +170,19 @@ def test_racing_batches_win_every_id_exactly_once(store: Store, batches: list[li
             assert answer is EventTaken.IN_FLIGHT  # nobody confirmed: in flight, not published
     asked = {key for key, _ in answered}
     assert winners == dict.fromkeys(asked, 1)
+
+
+def test_confirm_all_confirms_each_claim_only_where_it_still_holds(store: Store) -> None:
+    first = store.event_claims.claim([("t1", "a"), ("t1", "b")], T0, WINDOW, LEASE)
+    second = store.event_claims.claim([("t2", "a")], T0, WINDOW, LEASE)
+    mine, theirs = first[0], second[0]
+    assert isinstance(mine, ClaimedEvent) and isinstance(theirs, ClaimedEvent)
+    # A token that does not hold ("t2", "a") confirms nothing there.
+    confirmed = store.event_claims.confirm_all(
+        [(mine, [("t1", "a"), ("t1", "b"), ("t2", "a")]), (theirs, [])]
+    )
+    assert confirmed == 2
+    assert claim(store, "t1", "b", T0 + 1) is EventTaken.PUBLISHED
+    assert claim(store, "t2", "a", T0 + 1) is EventTaken.IN_FLIGHT
+    assert store.event_claims.confirm_all([(theirs, [("t2", "a")])]) == 1
+    assert store.event_claims.confirm_all([]) == 0

@@ -12,7 +12,18 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Table, and_, delete, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from hookstream.store.engine import write_transaction
 from hookstream.store.purge import purge_before
@@ -116,8 +127,18 @@ class EventClaims:
         return self._update([(claim, keys)], {"claim_token": None})
 
     def confirm_all(self, claims: Sequence[tuple[ClaimedEvent, Sequence[EventKey]]]) -> int:
-        """`confirm` for the claims of several requests, in one transaction."""
-        return self._update(claims, {"claim_token": None})
+        """`confirm` for the claims of several requests: one statement executed for every
+        row, in one transaction (a statement per request cost more than the writes)."""
+        rows = [
+            {"b_tenant": tenant, "b_event": event, "b_token": claim.token}
+            for claim, keys in claims
+            for tenant, event in keys
+        ]
+        if not rows:
+            return 0
+        with write_transaction(self._engine) as conn:
+            result = conn.execute(_CONFIRM_ONE, rows)
+        return result.rowcount
 
     def renew(self, claim: ClaimedEvent, keys: Sequence[EventKey], now_ms: int) -> int:
         """Their publish is still going on: the lease runs from `now_ms` again."""
@@ -160,6 +181,17 @@ class EventClaims:
                     )
                     changed += len(result.all())
         return changed
+
+
+_CONFIRM_ONE = (
+    update(accepted_events)
+    .where(
+        accepted_events.c.tenant_id == bindparam("b_tenant"),
+        accepted_events.c.event_id == bindparam("b_event"),
+        accepted_events.c.claim_token == bindparam("b_token"),
+    )
+    .values(claim_token=None)
+)
 
 
 def _held(claim: ClaimedEvent, keys: Sequence[EventKey]) -> tuple[ColumnElement[bool], ...]:
