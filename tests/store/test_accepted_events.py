@@ -75,12 +75,12 @@ def test_a_renewed_claim_is_kept_past_its_first_lease(store: Store) -> None:
     # A publish waiting for Kafka renews its claim: repeats keep seeing it in flight.
     first = claim(store, "t1", "evt_1", T0)
     assert isinstance(first, ClaimedEvent)
-    assert store.event_claims.renew(first, [("t1", "evt_1")], T0 + LEASE - 1)
+    assert store.event_claims.renew_all([(first, [("t1", "evt_1")])], T0 + LEASE - 1)
     assert claim(store, "t1", "evt_1", T0 + 2 * LEASE - 2) is EventTaken.IN_FLIGHT
     # Renewals stop (its replica died): the lease lapses and a repeat takes over.
     second = claim(store, "t1", "evt_1", T0 + 2 * LEASE)
     assert isinstance(second, ClaimedEvent)
-    assert not store.event_claims.renew(first, [("t1", "evt_1")], T0 + 2 * LEASE + 1)
+    assert not store.event_claims.renew_all([(first, [("t1", "evt_1")])], T0 + 2 * LEASE + 1)
     assert store.event_claims.confirm(second, [("t1", "evt_1")])
 
 

@@ -10,9 +10,11 @@ in round trips, and of requests racing on an id (on any replica) one alone publi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -57,6 +59,39 @@ class _ClaimGroups:
         self.confirms: Coalescer[tuple[ClaimedEvent, EventKey], None] = Coalescer(
             self._confirm, MAX_GROUP
         )
+        # Claims whose publish waits for Kafka, all renewed by one task (none per request).
+        self._publishing: dict[int, tuple[ClaimedEvent, list[EventKey]]] = {}
+        self._renewer: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def publishing(self, claim: ClaimedEvent, keys: list[EventKey]) -> Iterator[None]:
+        """Keep `keys` claimed while the block runs (a broker may be away for minutes)."""
+        ticket = id(keys)
+        self._publishing[ticket] = (claim, keys)
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew())
+        try:
+            yield
+        finally:
+            del self._publishing[ticket]
+
+    async def _renew(self) -> None:
+        api = self._api
+        try:
+            while self._publishing:
+                await asyncio.sleep(EVENT_CLAIM_RENEW_SECONDS)
+                # Those that began less than a renewal ago are renewed a little early: no matter.
+                held = list(self._publishing.values())
+                if not held:
+                    break
+                try:
+                    await api.blocking(api.store.event_claims.renew_all, held, now_ms())
+                except Exception as exc:
+                    # The claims may lapse: a repeat then publishes again (at least once).
+                    count = sum(len(keys) for _, keys in held)
+                    log.warning("api: %d event claims could not be renewed: %s", count, exc)
+        finally:
+            self._renewer = None
 
     async def _claim(self, keys: list[EventKey]) -> list[ClaimedEvent | EventTaken]:
         # Two requests of one group may name the same id: the first claims it, and the
@@ -170,16 +205,14 @@ async def publish(api: Api, events: list[Outgoing]) -> list[Published | EventTak
     # One token for every id claimed in one call.
     claim = next((a for a in answers.values() if isinstance(a, ClaimedEvent)), None)
     if going:
-        renewing = asyncio.create_task(_renew(api, claim, ours)) if claim is not None else None
+        held = groups.publishing(claim, ours) if claim is not None else contextlib.nullcontext()
         try:
-            await api.produce([event.record for event in going])
+            with held:
+                await api.produce([event.record for event in going])
         except BaseException:
             if claim is not None:
                 await _release(api, claim, ours)
             raise
-        finally:
-            if renewing is not None:
-                renewing.cancel()
         if claim is not None:
             try:
                 await groups.confirms.submit([(claim, key) for key in ours])
@@ -192,17 +225,6 @@ async def publish(api: Api, events: list[Outgoing]) -> list[Published | EventTak
         answer = answers.get(event.key)
         results.append(answer if isinstance(answer, EventTaken) else Published.NOW)
     return results
-
-
-async def _renew(api: Api, claim: ClaimedEvent, keys: list[EventKey]) -> None:
-    """Keep the claims while their publish waits for Kafka (a broker may be away for minutes)."""
-    while True:
-        await asyncio.sleep(EVENT_CLAIM_RENEW_SECONDS)
-        try:
-            await api.blocking(api.store.event_claims.renew, claim, keys, now_ms())
-        except Exception as exc:
-            # The claims may lapse: a repeat then publishes again (at least once).
-            log.warning("api: %d event claims could not be renewed: %s", len(keys), exc)
 
 
 async def _release(api: Api, claim: ClaimedEvent, keys: list[EventKey]) -> None:

@@ -140,9 +140,12 @@ class EventClaims:
             result = conn.execute(_CONFIRM_ONE, rows)
         return result.rowcount
 
-    def renew(self, claim: ClaimedEvent, keys: Sequence[EventKey], now_ms: int) -> int:
-        """Their publish is still going on: the lease runs from `now_ms` again."""
-        return self._update([(claim, keys)], {"accepted_at_ms": now_ms})
+    def renew_all(
+        self, claims: Sequence[tuple[ClaimedEvent, Sequence[EventKey]]], now_ms: int
+    ) -> int:
+        """Their publishes are still going on: each claim's lease runs from `now_ms` again,
+        where it still holds; how many rows that was. One transaction for all of them."""
+        return self._update(claims, {"accepted_at_ms": now_ms})
 
     def release(self, claim: ClaimedEvent, keys: Sequence[EventKey]) -> None:
         """The claimed events were not published: the next request with their ids does it."""
