@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from hookstream.core.records import Webhook
+from hookstream.sender import metrics
 from hookstream.sender.gate import (
     MIN_HELD,
     PUT_OFF_GRANULARITY_MS,
@@ -219,3 +220,19 @@ async def test_an_adaptive_limit_still_growing_plans_put_offs_at_its_ceiling() -
     assert spacing == pytest.approx([0.05 / 64, 0.05 / 8], rel=0.1)
     for task in waiting:
         task.cancel()
+
+
+async def test_the_gauges_follow_a_webhook_waiting_on_its_rate() -> None:
+    gate = WebhookGate(ceiling=8, window=1024)
+    webhook = hook("wh_gauged", rate_limit=5.0)  # a burst of one token, then one per 0.2 s
+
+    def in_flight() -> float:
+        return metrics.WEBHOOK_IN_FLIGHT.labels(webhook.id)._value.get()
+
+    first = await gate.acquire(webhook, webhook.id)
+    second = asyncio.create_task(gate.acquire(webhook, webhook.id))
+    await asyncio.sleep(0)
+    gate.release(first)  # the second waits for its token: nothing is in flight
+    assert in_flight() == 0
+    gate.release(await asyncio.wait_for(second, 1))
+    assert in_flight() == 0

@@ -238,7 +238,7 @@ class WebhookGate:
             if wait > 0:
                 loop = asyncio.get_running_loop()
                 state.timer = loop.call_later(wait, self._schedule, webhook_id, state)
-                return
+                break
             state.in_flight += 1
             state.waiters.popleft().set_result(None)
         self._report(webhook_id, state)
