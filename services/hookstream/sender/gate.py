@@ -34,7 +34,7 @@ HOLD_SECONDS = 1.0
 # Records one webhook may keep waiting in memory whatever its rate...
 MIN_HELD = 16
 # ...and at most, as a share of the sender's window of outstanding records.
-MAX_HELD_SHARE = 0.25
+MAX_HELD_SHARE = 0.5
 # Longest pause a Retry-After imposes on new requests.
 MAX_PAUSE_SECONDS = 60.0
 # A pause longer than this puts arriving records off instead of keeping them waiting.
@@ -66,6 +66,7 @@ class _State:
     in_flight: int = 0
     paused_until: float = 0.0  # monotonic
     latency: float | None = None  # running average of answer times, seconds
+    fastest: float | None = None  # the fastest answer, seconds
     next_put_off: float = 0.0  # monotonic: when the last put-off record was due
     timer: asyncio.TimerHandle | None = None
 
@@ -104,10 +105,10 @@ class WebhookGate:
         pause = state.paused_until - now
         if pause <= PAUSE_HOLD_SECONDS and len(state.waiters) < self._held_bound(state):
             return None
-        # Planned at the rate the limit may reach: an adaptive limit still growing soon
-        # sends faster than now, and a record back too early is only put off once more,
-        # where one planned too late waits for nothing.
-        rate = self._drain_rate(state, state.limit.ceiling)
+        # Planned at the best rate the webhook may reach, because errors cost unevenly: a
+        # record back too early waits here or is put off once more, one planned too late
+        # leaves the webhook idle while it waits for nothing.
+        rate = self._drain_rate(state, planning=True)
         # Its turn: after the records waiting here and in flight, and after the last record
         # put off, so records put off together come back spread out, not all at once.
         turn = now + max(pause, 0.0) + (len(state.waiters) + state.in_flight) / rate
@@ -146,6 +147,8 @@ class WebhookGate:
             if state.latency is None
             else state.latency + _NEWEST_WEIGHT * (seconds - state.latency)
         )
+        if not busy and (state.fastest is None or seconds < state.fastest):
+            state.fastest = seconds
 
     def pause(self, ticket: Ticket, seconds: float) -> None:
         """No new request to the webhook for `seconds` (a 429/503 asked, with Retry-After)."""
@@ -196,13 +199,17 @@ class WebhookGate:
         return min(self._max_held, max(MIN_HELD, wanted))
 
     @staticmethod
-    def _drain_rate(state: _State, ceiling: int | None = None) -> float:
-        """Requests per second the webhook is expected to take: at its limit now, or at
-        `ceiling` while an adaptive limit may still grow to it."""
+    def _drain_rate(state: _State, *, planning: bool = False) -> float:
+        """Requests per second the webhook takes: at its limit and usual answer time, or,
+        `planning`, at its fastest answer and the ceiling an adaptive limit still growing
+        may reach."""
         rate = math.inf
-        if state.latency is not None:
-            limit = state.limit.limit if ceiling is None or state.limit.settled else ceiling
-            rate = limit / max(state.latency, 0.001)
+        latency = state.fastest if planning else state.latency
+        if latency is not None:
+            limit = state.limit.limit
+            if planning and not state.limit.settled:
+                limit = state.limit.ceiling
+            rate = limit / max(latency, 0.001)
         if state.bucket is not None:
             rate = min(rate, state.bucket.rate)
         return rate if math.isfinite(rate) else 1000.0
