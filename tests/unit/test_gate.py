@@ -236,3 +236,15 @@ async def test_the_gauges_follow_a_webhook_waiting_on_its_rate() -> None:
     assert in_flight() == 0
     gate.release(await asyncio.wait_for(second, 1))
     assert in_flight() == 0
+
+
+async def test_idle_webhooks_beyond_what_is_kept_are_forgotten_oldest_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("hookstream.sender.gate.IDLE_KEPT", 3)
+    gate = WebhookGate(ceiling=8, window=1024)
+    busy = await gate.acquire(hook("wh_busy"), "wh_busy")  # in flight: never forgotten
+    for name in ("wh_1", "wh_2", "wh_3", "wh_4"):
+        gate.release(await gate.acquire(hook(name), name))
+    assert set(gate._states) == {"wh_busy", "wh_3", "wh_4"}
+    gate.release(busy)

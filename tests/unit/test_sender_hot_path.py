@@ -56,18 +56,26 @@ def test_signers_follow_a_rotation_window() -> None:
     keyring = _CountingKeyring([("k1", KEY)])
     signers = WebhookSigners(keyring)
     hook = _webhook(keyring, (NEW, None), (OLD, 2_000))
-    assert _signed_by(signers.get(hook, 1_000)) == _signed_with(NEW, OLD)
+    assert _signed_by(signers.get(hook, 1_000).signers) == _signed_with(NEW, OLD)
     assert signers.get(hook, 1_999) is signers.get(hook, 1_000)  # kept: a dict lookup
     assert keyring.decrypted == 2
-    assert _signed_by(signers.get(hook, 2_000)) == _signed_with(NEW)  # the old one's window closed
-    assert _signed_by(signers.get(hook, 1_500)) == _signed_with(NEW, OLD)  # the clock stepped back
+    assert _signed_by(signers.get(hook, 2_000).signers) == _signed_with(
+        NEW
+    )  # the old one's window closed
+    assert _signed_by(signers.get(hook, 1_500).signers) == _signed_with(
+        NEW, OLD
+    )  # the clock stepped back
 
 
 def test_signers_follow_a_changed_webhook() -> None:
     keyring = Keyring([("k1", KEY)])
     signers = WebhookSigners(keyring)
-    assert _signed_by(signers.get(_webhook(keyring, (NEW, None)), 1_000)) == _signed_with(NEW)
-    assert _signed_by(signers.get(_webhook(keyring, (OLD, None)), 1_000)) == _signed_with(OLD)
+    assert _signed_by(signers.get(_webhook(keyring, (NEW, None)), 1_000).signers) == _signed_with(
+        NEW
+    )
+    assert _signed_by(signers.get(_webhook(keyring, (OLD, None)), 1_000).signers) == _signed_with(
+        OLD
+    )
 
 
 def test_an_undecryptable_secret_fails_every_time() -> None:

@@ -42,6 +42,8 @@ PAUSE_HOLD_SECONDS = 1.0
 # Put-off records are due on multiples of this (ms): a retry tier's partition is paused until
 # its head is due, so records due a millisecond apart would cost a pause and a fetch each.
 PUT_OFF_GRANULARITY_MS = 100
+# Requests per second assumed of a webhook not yet answered and without a rate limit.
+UNKNOWN_RATE = 1000.0
 # Weight of the newest answer time in the latency estimate used for put-off due times.
 _NEWEST_WEIGHT = 0.2
 # Statuses that mean "too much": they shrink an adaptive limit (so do timeouts and refused
@@ -212,7 +214,7 @@ class WebhookGate:
             rate = limit / max(latency, 0.001)
         if state.bucket is not None:
             rate = min(rate, state.bucket.rate)
-        return rate if math.isfinite(rate) else 1000.0
+        return rate if math.isfinite(rate) else UNKNOWN_RATE
 
     def _may_start(self, state: _State) -> bool:
         now = time.monotonic()
@@ -251,13 +253,17 @@ class WebhookGate:
         self._report(webhook_id, state)
 
     def _evict_idle(self) -> None:
-        """Forget the least recently used idle webhooks (their learnt limits with them)."""
-        for webhook_id, state in list(self._states.items()):
+        """Forget the least recently used idle webhook (its learnt limit with it): one look at
+        the oldest per new webhook, not a walk over all of them."""
+        for _ in range(len(self._states)):
             if len(self._states) <= IDLE_KEPT:
                 return
-            if state.in_flight == 0 and not state.waiters:
-                del self._states[webhook_id]
-                metrics.forget_webhook(webhook_id)
+            webhook_id, state = next(iter(self._states.items()))
+            if state.in_flight or state.waiters:
+                self._states.move_to_end(webhook_id)  # busy: as good as just used
+                continue
+            del self._states[webhook_id]
+            metrics.forget_webhook(webhook_id)
 
     @staticmethod
     def _report(webhook_id: str, state: _State) -> None:

@@ -41,7 +41,6 @@ from hookstream.runtime.writer import KafkaWriter, Record
 from hookstream.sender import metrics, spans
 from hookstream.sender.absence import absence_means_deleted
 from hookstream.sender.attempt import Conclusion, Source, conclude, deferred
-from hookstream.sender.custom_headers import CustomHeaders
 from hookstream.sender.fence import FencedError, Permit
 from hookstream.sender.fetcher import Fetched, Fetcher, retry_due_at_ms
 from hookstream.sender.gate import Ticket, WebhookGate, overloaded, put_off_due_ms
@@ -84,7 +83,6 @@ class Sender:
         # Before anything else: production without an encryption key must not start.
         self.keyring = load_keyring(settings)
         self._webhook_signers = WebhookSigners(self.keyring)
-        self._custom_headers = CustomHeaders(self.keyring)
         self.http = HttpSender(settings)
         # Attempt records are not on the way to any receiver: a longer linger gathers them
         # into fewer, larger produce requests (less broker CPU per delivery); only the offset
@@ -324,17 +322,16 @@ class Sender:
                 skip = "webhook has no valid signing secret"
             else:
                 body = delivery.body
-                # The signing headers last: no custom header can stand in for them.
-                headers = {
-                    **custom,
-                    **signing.headers(
-                        signers,
-                        delivery.event_id,
-                        started_ms // 1000,
-                        body,
-                        self.settings.user_agent,
-                    ),
-                }
+                headers = signing.headers(
+                    signers,
+                    delivery.event_id,
+                    started_ms // 1000,
+                    body,
+                    self.settings.user_agent,
+                )
+                if custom:
+                    # The signing headers last: no custom header can stand in for them.
+                    headers = {**custom, **headers}
                 if self.settings.send_traceparent:
                     # Not signed: the receiver's tracing may use it, its verification ignores it.
                     trace = spans.following(span, record_headers)
@@ -364,9 +361,10 @@ class Sender:
         if result is not None and result.retry_after and overloaded(result):
             # New requests wait as long as this delivery's retry does: Retry-After as the
             # schedule's clamp allows it (sender/outcome.py), or as asked when none follows.
-            retry = conclusion.retry
-            seconds = result.retry_after if retry is None else (retry.due_at_ms - started_ms) / 1000
-            self._gate.pause(ticket, min(seconds, result.retry_after))
+            seconds = result.retry_after
+            if conclusion.retry is not None:
+                seconds = min(seconds, (conclusion.retry.due_at_ms - started_ms) / 1000)
+            self._gate.pause(ticket, seconds)
         return conclusion, webhook
 
     async def _current_webhook(self, delivery: Delivery, source: Source) -> Webhook | None:
@@ -388,8 +386,8 @@ class Sender:
         """The webhook's signers and custom headers, or the failed attempt when a secret or a
         sensitive header cannot be decrypted, or a secret cannot sign."""
         try:
-            signers = self._webhook_signers.get(webhook, now_ms)
-            return signers, self._custom_headers.get(webhook), None
+            ready = self._webhook_signers.get(webhook, now_ms)
+            return ready.signers, ready.headers, None
         except (SecretError, signing.UnusableSecretError) as exc:
             # Nothing goes out unsigned, nor without the headers its receiver asked for. A
             # temporary failure: once the missing key is configured (or the secret rotated),

@@ -1,12 +1,22 @@
-"""Each webhook's ready signers, kept between deliveries: the one cache of a signing secret."""
+"""Each webhook's ready signers and custom headers, kept between deliveries: the one cache of
+a signing secret and of a sensitive header's value.
+
+The API refuses header names and values that cannot be sent, but a record may reach the topic
+by another way: each header is checked again here, and one that could override what hookstream
+sends (a `webhook-*` signature header, the content type) or break the header block is left out,
+with a warning, while the rest go. The signing headers are set after these, so they win anyway.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from hookstream.core.records import Webhook
 from hookstream.core.signing import Signer, signer
+from hookstream.endpoints.headers import name_problem, value_problem
 from hookstream.endpoints.secrets import Keyring, is_encrypted
 
 log = logging.getLogger(__name__)
@@ -16,13 +26,18 @@ WEBHOOKS_KEPT = 65536
 
 
 @dataclass(frozen=True, slots=True)
-class _Ready:
-    """A webhook's signers, as they stand from `since_ms` to `until_ms`."""
+class Ready:
+    """What a request to a webhook needs of its secrets, as it stands from `since_ms` to
+    `until_ms`: its signers and its custom headers (sensitive values decrypted)."""
 
     webhook: Webhook
     since_ms: int
     until_ms: int
     signers: list[Signer]
+    headers: Mapping[str, str]
+
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 class WebhookSigners:
@@ -35,14 +50,15 @@ class WebhookSigners:
 
     def __init__(self, keyring: Keyring) -> None:
         self._keyring = keyring
-        self._ready: dict[str, _Ready] = {}
+        self._ready: dict[str, Ready] = {}
         self._warned_plaintext = False
 
-    def get(self, webhook: Webhook, now_ms: int) -> list[Signer]:
-        """The signers for requests to `webhook` at `now_ms`.
+    def get(self, webhook: Webhook, now_ms: int) -> Ready:
+        """The signers and custom headers for requests to `webhook` at `now_ms`.
 
-        Raises `SecretError` (a secret does not decrypt) or `UnusableSecretError` (a plaintext
-        cannot sign); neither is kept, so every delivery tries again.
+        Raises `SecretError` (a secret or a sensitive header does not decrypt) or
+        `UnusableSecretError` (a plaintext cannot sign); neither is kept, so every delivery
+        tries again.
         """
         ready = self._ready.get(webhook.id)
         if (
@@ -50,7 +66,7 @@ class WebhookSigners:
             and ready.webhook is webhook
             and ready.since_ms <= now_ms < ready.until_ms
         ):
-            return ready.signers
+            return ready
         signers = [
             signer(self._keyring.decrypt(webhook.id, value))
             for value in webhook.stored_secrets_at(now_ms)
@@ -62,10 +78,25 @@ class WebhookSigners:
                 "webhooks topic; run `hookstream secrets reencrypt` to encrypt them",
                 webhook.id,
             )
+        headers = self._headers(webhook)
         if len(self._ready) >= WEBHOOKS_KEPT:
             self._ready.clear()  # deleted webhooks' entries go too; the rest refill
-        self._ready[webhook.id] = _Ready(webhook, now_ms, _next_expiry_ms(webhook, now_ms), signers)
-        return signers
+        until_ms = _next_expiry_ms(webhook, now_ms)
+        ready = self._ready[webhook.id] = Ready(webhook, now_ms, until_ms, signers, headers)
+        return ready
+
+    def _headers(self, webhook: Webhook) -> Mapping[str, str]:
+        if not webhook.headers:
+            return _NO_HEADERS
+        headers: dict[str, str] = {}
+        for header in webhook.headers:
+            value = self._keyring.open_header(webhook.id, header)
+            problem = name_problem(header.name) or value_problem(header.name, value)
+            if problem is not None:
+                log.warning("sender: webhook %s: header left out: %s", webhook.id, problem)
+                continue
+            headers[header.name] = value
+        return MappingProxyType(headers)
 
 
 def _next_expiry_ms(webhook: Webhook, now_ms: int) -> int:

@@ -124,7 +124,7 @@ class EventClaims:
     def confirm(self, claim: ClaimedEvent, keys: Sequence[EventKey]) -> int:
         """The claimed events are published: repeats in the window are duplicates from now
         on. How many were still ours (a lapsed claim may have been taken over)."""
-        return self._update([(claim, keys)], {"claim_token": None})
+        return self.confirm_all([(claim, keys)])
 
     def confirm_all(self, claims: Sequence[tuple[ClaimedEvent, Sequence[EventKey]]]) -> int:
         """`confirm` for the claims of several requests: one statement executed for every
