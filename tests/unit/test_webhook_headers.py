@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hookstream.core.records import StoredSecret, Webhook, WebhookHeader
-from hookstream.endpoints.headers import is_reserved, is_sensitive, name_problem, value_problem
+from hookstream.endpoints.headers import (
+    is_reserved,
+    is_sensitive,
+    name_problem,
+    split_header_line,
+    value_problem,
+)
 from hookstream.endpoints.secrets import Keyring, TamperedSecretError, is_encrypted
 
 KEYRING = Keyring([("k1", bytes(range(32)))])
@@ -115,3 +121,13 @@ def test_reencryption_covers_sensitive_headers() -> None:
     assert NEW_KEYRING.is_current(StoredSecret(secret.value))
     assert NEW_KEYRING.open_header("wh_1", secret) == "k-123"
     assert NEW_KEYRING.reencrypted(moved) is moved
+
+
+@given(st.text(max_size=40))
+def test_a_header_line_splits_at_its_first_colon_or_is_none(line: str) -> None:
+    parsed = split_header_line(line)
+    name, colon, value = line.partition(":")
+    if not colon or not name.strip(" \t"):
+        assert parsed is None
+    else:
+        assert parsed == (name.strip(" \t"), value.strip(" \t"))

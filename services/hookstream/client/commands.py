@@ -23,6 +23,7 @@ from urllib.parse import quote
 from hookstream.client import output
 from hookstream.client.http import DEFAULT_API_URL, ApiCallError, ApiClient
 from hookstream.core.settings import Settings
+from hookstream.endpoints.headers import split_header_line
 
 SettingsFactory = Callable[[], Settings]
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -185,10 +186,10 @@ def clearable(word: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def header(text: str) -> tuple[str, str]:
     """`Name: value` as (name, value); the API checks the name and the value."""
-    name, colon, value = text.partition(":")
-    if not colon or not name.strip():
+    parsed = split_header_line(text)
+    if parsed is None:
         raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
-    return name.strip(), value.strip()
+    return parsed
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -57,6 +57,15 @@ def is_sensitive(name: str) -> bool:
     return lowered in _SENSITIVE or lowered.endswith(_SENSITIVE_SUFFIXES)
 
 
+def split_header_line(line: str) -> tuple[str, str] | None:
+    """`Name: value`, as the CLI and the console take a custom header, as (name, value)
+    without the spaces and tabs around each; None without a colon or a name. Whether the
+    name and the value may be sent is for `name_problem` and `value_problem` to say."""
+    name, colon, value = line.partition(":")
+    name, value = name.strip(" \t"), value.strip(" \t")
+    return (name, value) if colon and name else None
+
+
 def name_problem(name: str) -> str | None:
     """Why `name` cannot be a custom header, or None."""
     if not name or len(name) > MAX_NAME_CHARS or _TOKEN.fullmatch(name) is None:

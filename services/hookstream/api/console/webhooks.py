@@ -45,6 +45,7 @@ from hookstream.api.present import delivery_out, health_out, webhook_out
 from hookstream.api.resend import recover_failed, send_test
 from hookstream.api.times import now_ms
 from hookstream.core.records import Webhook
+from hookstream.endpoints.headers import split_header_line
 from hookstream.events.catalog import ALL_EVENTS
 from hookstream.store import Health, Store
 
@@ -345,13 +346,14 @@ def _header_lines(text: str) -> tuple[dict[str, str], list[Problem]]:
         line = raw.strip(" \t\r")
         if not line:
             continue
-        name, colon, value = line.partition(":")
-        name, value = name.strip(" \t"), value.strip(" \t")
-        if not colon or not name:
+        parsed = split_header_line(line)
+        if parsed is None:
             shown = line if len(line) <= 60 else line[:59] + "…"
             message = f"line {number} ({shown!r}) is not a header: write it as Name: value"
             problems.append({"field": "headers", "message": message})
-        elif name.lower() in seen:
+            continue
+        name, value = parsed
+        if name.lower() in seen:
             message = f"header {name!r} is on more than one line (names are case-insensitive)"
             problems.append({"field": "headers", "message": message})
         else:
