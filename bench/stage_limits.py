@@ -43,6 +43,7 @@ from bench.cluster import Offsets, Publisher, Stage, read_topic
 from bench.context import Context, Sizes
 from bench.machine import load_average, sample_process
 from bench.receiver import HOOK_PREFIX, ReceiverProcess
+from bench.stage_sender import attempt_rate
 from hookstream.tools.localkafka import free_port
 
 DRAIN_TIMEOUT = 600.0
@@ -220,7 +221,7 @@ def _run(ctx: Context, scenario: Scenario) -> tuple[dict[str, Any], list[float]]
         "max_in_flight": stage.settings.max_in_flight,
         "max_in_flight_per_webhook": stage.settings.max_in_flight_per_webhook,
         "startup_seconds": round(first - spawned, 2),
-        "delivered": _attempt_rate(successes),
+        "delivered": attempt_rate(successes),
         "outcomes": _outcomes(attempts),
         "attempts_logged": len(attempts),
         "dead_letters": dead,
@@ -306,23 +307,6 @@ def _cpu(sender_pid: int, receiver_pid: int | None) -> dict[str, float]:
         sample = sample_process(pid) if pid is not None else None
         out[name] = sample.cpu_seconds if sample else 0.0
     return out
-
-
-def _attempt_rate(attempts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Successful deliveries per second from their attempt records: first start, last end."""
-    if not attempts:
-        return {"attempts": 0, "deliveries_per_second": None}
-    start = min(a["started_at_ms"] for a in attempts)
-    end = max(a["started_at_ms"] + a["duration_ms"] for a in attempts)
-    seconds = max(end - start, 1) / 1000
-    durations = sorted(a["duration_ms"] for a in attempts)
-    return {
-        "attempts": len(attempts),
-        "seconds": round(seconds, 2),
-        "deliveries_per_second": round(len(attempts) / seconds, 1),
-        "request_p50_ms": durations[len(durations) // 2],
-        "request_p99_ms": durations[min(len(durations) - 1, int(len(durations) * 0.99))],
-    }
 
 
 def _outcomes(attempts: list[dict[str, Any]]) -> dict[str, int]:

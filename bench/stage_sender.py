@@ -121,17 +121,21 @@ def _outcomes(attempts: list[dict[str, Any]]) -> dict[str, int]:
 
 def _throughput(attempts: list[dict[str, Any]], chosen: Any) -> dict[str, Any]:
     """Deliveries per second of the chosen webhooks, from their own attempt timestamps."""
-    picked = [a for a in attempts if chosen(a["url"])]
-    if not picked:
-        return {"attempts": 0}
-    start = min(a["started_at_ms"] for a in picked)
-    end = max(a["started_at_ms"] + a["duration_ms"] for a in picked)
+    return attempt_rate([a for a in attempts if chosen(a["url"])])
+
+
+def attempt_rate(attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Deliveries per second from attempt records: the first start to the last end."""
+    if not attempts:
+        return {"attempts": 0, "deliveries_per_second": None}
+    start = min(a["started_at_ms"] for a in attempts)
+    end = max(a["started_at_ms"] + a["duration_ms"] for a in attempts)
     seconds = max(end - start, 1) / 1000
-    durations = sorted(a["duration_ms"] for a in picked)
+    durations = sorted(a["duration_ms"] for a in attempts)
     return {
-        "attempts": len(picked),
+        "attempts": len(attempts),
         "seconds": round(seconds, 2),
-        "deliveries_per_second": round(len(picked) / seconds, 1),
+        "deliveries_per_second": round(len(attempts) / seconds, 1),
         "request_p50_ms": durations[len(durations) // 2],
         "request_p99_ms": durations[min(len(durations) - 1, int(len(durations) * 0.99))],
     }

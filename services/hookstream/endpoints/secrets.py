@@ -67,10 +67,6 @@ class MalformedSecretError(SecretError):
     pass
 
 
-def _v(header: WebhookHeader) -> StoredSecret:
-    return StoredSecret(header.value)
-
-
 def is_encrypted(value: StoredSecret) -> bool:
     return value.startswith(PREFIX)
 
@@ -190,8 +186,13 @@ class Keyring:
     def reencrypted(self, webhook: Webhook) -> Webhook:
         """`webhook` with every secret and sensitive header value encrypted under the active
         key (unchanged if they are)."""
-        stale_headers = [h for h in webhook.headers if h.sensitive and not self.is_current(_v(h))]
-        if not stale_headers and all(self.is_current(secret.value) for secret in webhook.secrets):
+
+        def stale(header: WebhookHeader) -> bool:
+            return header.sensitive and not self.is_current(StoredSecret(header.value))
+
+        if not any(map(stale, webhook.headers)) and all(
+            self.is_current(secret.value) for secret in webhook.secrets
+        ):
             return webhook
         secrets = tuple(
             secret
@@ -200,9 +201,7 @@ class Keyring:
             for secret in webhook.secrets
         )
         headers = tuple(
-            h
-            if h not in stale_headers
-            else self.seal_header(webhook.id, h.name, self.open_header(webhook.id, h))
+            self.seal_header(webhook.id, h.name, self.open_header(webhook.id, h)) if stale(h) else h
             for h in webhook.headers
         )
         return replace(webhook, secrets=secrets, headers=headers)
