@@ -255,3 +255,14 @@ async def test_send_before_start_is_a_programming_error() -> None:
     sender = HttpSender(_settings())
     with pytest.raises(RuntimeError, match="start"):
         await sender.send("https://example.com/hook", _headers(), BODY)
+
+
+@pytest.mark.parametrize("timeout_seconds", [0, -5, 10**9])
+async def test_a_webhook_timeout_out_of_range_falls_back_to_the_request_timeout(
+    receiver: Receiver, timeout_seconds: int
+) -> None:
+    """Written around the API: neither an attempt failing at once nor one held for days."""
+    async with HttpSender(_settings(request_timeout=0.3)) as sender:
+        result = await sender.send(receiver.url("/slow"), _headers(), BODY, timeout_seconds)
+    assert result.error is not None and "timeout after 0.3 s" in result.error
+    assert 250 <= result.duration_ms < 5000

@@ -8,6 +8,8 @@ import time
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hookstream.core.records import Webhook
 from hookstream.sender import metrics
@@ -248,3 +250,20 @@ async def test_idle_webhooks_beyond_what_is_kept_are_forgotten_oldest_first(
         gate.release(await gate.acquire(hook(name), name))
     assert set(gate._states) == {"wh_busy", "wh_3", "wh_4"}
     gate.release(busy)
+
+
+@given(
+    max_concurrency=st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
+    rate_limit=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+)
+async def test_settings_written_around_the_api_never_fail_the_gate(
+    max_concurrency: int | None, rate_limit: float | None
+) -> None:
+    """Whatever a record on the topic holds, the gate admits a request and holds a limit in
+    range: a bad setting costs the webhook its setting, not every delivery."""
+    gate = WebhookGate(ceiling=8, window=1024)
+    webhook = hook("wh_any", max_concurrency=max_concurrency, rate_limit=rate_limit)
+    assert gate.put_off(webhook, webhook.id) is None
+    ticket = await asyncio.wait_for(gate.acquire(webhook, webhook.id), 1)
+    assert 1 <= gate._states[webhook.id].limit.limit <= 256
+    gate.release(ticket)

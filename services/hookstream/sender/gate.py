@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from hookstream.core.records import Webhook
 from hookstream.sender import metrics
-from hookstream.sender.limits import ConcurrencyLimit, TokenBucket
+from hookstream.sender.limits import MAX_FIXED, ConcurrencyLimit, TokenBucket
 from hookstream.sender.outcome import HttpResult
 
 # Idle webhooks whose learnt limit is remembered (the least recently used go first).
@@ -71,6 +71,21 @@ class _State:
     fastest: float | None = None  # the fastest answer, seconds
     next_put_off: float = 0.0  # monotonic: when the last put-off record was due
     timer: asyncio.TimerHandle | None = None
+
+
+def _limits_of(webhook: Webhook | None) -> tuple[int | None, float | None]:
+    """The webhook's max_concurrency and rate_limit as the gate holds them. The API keeps them
+    in range, but a record may reach the topic another way: a limit out of range is brought
+    into it, and a rate that is not a positive number counts as none, rather than failing
+    every delivery of the webhook."""
+    if webhook is None:
+        return None, None
+    fixed, rate = webhook.max_concurrency, webhook.rate_limit
+    if fixed is not None:
+        fixed = min(max(fixed, 1), MAX_FIXED)
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        rate = None
+    return fixed, rate
 
 
 def put_off_due_ms(now_ms: int, seconds: float) -> int:
@@ -165,9 +180,7 @@ class WebhookGate:
     # -- inside ---------------------------------------------------------------------------
 
     def _state(self, webhook: Webhook | None, webhook_id: str) -> _State:
-        settings = (
-            (None, None) if webhook is None else (webhook.max_concurrency, webhook.rate_limit)
-        )
+        settings = _limits_of(webhook)
         state = self._states.get(webhook_id)
         if state is None:
             state = self._new_state(settings)

@@ -40,6 +40,9 @@ DNS_CACHE_SECONDS = 10
 # first line past it, so a hostile endpoint sending megabytes of headers costs at most this
 # much per line (and aiohttp's 128-header cap) before the attempt fails.
 MAX_HEADER_LINE = 8190
+# The longest timeout a webhook may set for itself (the API's bound); beyond it, or at zero
+# and below, the session's request_timeout applies.
+MAX_WEBHOOK_TIMEOUT = 30
 # Bytes read at a time while discarding the part of a response body past the kept prefix.
 DRAIN_CHUNK = 64 * 1024
 # Error texts end up in attempt records; a hostile endpoint's bytes echoed in one stay short.
@@ -228,7 +231,9 @@ class HttpSender:
         error: str | None = None
         # Never None: aiohttp reads `timeout=None` as no timeout at all.
         timeout, seconds = self._timeout, self._settings.request_timeout
-        if timeout_seconds is not None:
+        # Only a timeout in the API's range: one written around it (0, negative, days) would
+        # make every attempt fail at once or hold its slots for as long.
+        if timeout_seconds is not None and 0 < timeout_seconds <= MAX_WEBHOOK_TIMEOUT:
             timeout, seconds = aiohttp.ClientTimeout(total=timeout_seconds), timeout_seconds
         try:
             async with session.post(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+# A webhook's own max_concurrency at most (the API's bound too).
+MAX_FIXED = 256
 # Adaptive limit.
 INITIAL_LIMIT = 8
 # An answer counts as fast while latency <= floor * TOLERANCE_FACTOR + TOLERANCE_SLACK. The
@@ -48,8 +50,8 @@ class ConcurrencyLimit:
     def __init__(self, ceiling: int, *, fixed: int | None = None, initial: int = INITIAL_LIMIT):
         if ceiling < 1:
             raise ValueError(f"ceiling must be >= 1, got {ceiling}")
-        if fixed is not None and not 1 <= fixed <= 256:
-            raise ValueError(f"fixed must be in 1..256, got {fixed}")
+        if fixed is not None and not 1 <= fixed <= MAX_FIXED:
+            raise ValueError(f"fixed must be in 1..{MAX_FIXED}, got {fixed}")
         self._ceiling = ceiling
         self._fixed = fixed
         self._estimate = float(min(max(initial, 1), ceiling))
