@@ -19,7 +19,7 @@ from hookstream.store import Store
 from hookstream.store.engine import normalize_url
 from hookstream.store.schema import attempts
 from hookstream.tools import localkafka
-from hookstream.tools.status import Status, collect_status
+from hookstream.tools.status import GroupStatus, Status, collect_status
 from hookstream.tools.topics import create_topics
 from tests.chaos.brokers import Brokers
 from tests.chaos.fleet import Fleet
@@ -241,7 +241,9 @@ def _all_read(status: Status) -> bool:
 
 def _judge_backlog(verdict: Verdict, status: Status, drained: bool) -> None:
     verdict.check("drained before the deadline", "yes" if drained else "no", drained)
-    lagging = [f"{g.name}: {g.lag}" for g in status.groups if g.lag]
+    # Each lagging partition with its owner and offsets: what a failure on a machine whose
+    # logs are gone still tells (a partition nobody reads, or one read but never committed).
+    lagging = [f"{g.name}: {g.lag} ({_lagging_partitions(g)})" for g in status.groups if g.lag]
     verdict.check(
         "records left unread by a group", sum(g.lag for g in status.groups), not lagging, lagging
     )
@@ -253,6 +255,17 @@ def _judge_backlog(verdict: Verdict, status: Status, drained: bool) -> None:
     ]
     verdict.check("retry tiers stuck past their due time", len(stuck), not stuck, stuck)
     verdict.check("dead letters", status.dead_letters.size, status.dead_letters.size == 0)
+
+
+def _lagging_partitions(group: GroupStatus) -> str:
+    owners = {name: m.client_id for m in group.members for name in m.partitions}
+    return "; ".join(
+        f"{t.topic}[{p.partition}] committed {p.committed} of {p.high},"
+        f" owner {owners.get(f'{t.topic}[{p.partition}]', 'none')}"
+        for t in group.topics
+        for p in t.partitions
+        if p.lag
+    )
 
 
 def _receipts(receiver: TestReceiver, by_path: dict[str, Target]) -> list[Receipt]:
