@@ -7,6 +7,7 @@ pipeline; the store is read with its own API and with full table dumps.
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -681,32 +682,73 @@ def test_retention_deletes_old_attempts_and_keeps_recent_ones(
 # -- scaling out -------------------------------------------------------------------------------
 
 
+class AttemptStream:
+    """Attempts produced in small chunks on a thread of its own until stopped: a stream that is
+    still flowing whenever the test looks, whatever the machine's speed (a fixed backlog could
+    be stored in full before a second member even joined)."""
+
+    CHUNK = 50
+    PAUSE = 0.05  # seconds between chunks: about 1,000 attempts/s
+
+    def __init__(self, platform: Platform, pool: list[Attempt]) -> None:
+        self._platform = platform
+        self._pool = pool
+        self.produced: list[Attempt] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> AttemptStream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def flowing(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.produced) < len(self._pool):
+            chunk = self._pool[len(self.produced) : len(self.produced) + self.CHUNK]
+            produce_attempts(self._platform, chunk)
+            self.produced.extend(chunk)
+            self._stop.wait(self.PAUSE)
+
+
 def test_members_joining_and_leaving_mid_stream_lose_nothing_and_stay_up(
     sink_settings: SettingsFactory, db: Engine, platform: Platform, services: ServiceStarter
 ) -> None:
-    """An SRE adds a log-sink member while the first is busy, then stops the first one."""
-    records = delivery_log(random.Random(4), 4000, now_ms(), uuid.uuid4().hex[:6])
-    produce_attempts(platform, records)
+    """An SRE adds a log-sink member while attempts stream in, then stops the first one."""
+    pool = delivery_log(random.Random(4), 30_000, now_ms(), uuid.uuid4().hex[:6])
     # Small batches: offsets are committed all the time, also while the group rebalances.
     settings = sink_settings(sink_batch_size=20, delivery_log_partitions=2)
-    first = start_sink(services, settings)
-    wait_for(lambda: count(db) > 0, timeout=60, interval=0.01, what="the first stored batch")
-    second = start_sink(services, settings)
-    wait_for(
-        lambda: members_with_partitions(settings) == 2 or not second.alive(),
-        timeout=60,
-        interval=0.1,
-        what="both members owning partitions",
-    )
-    assert count(db) < len(records), "the first member finished before the second joined"
-    wait_for(
-        lambda: count(db) >= len(records) * 3 // 4 or not first.alive() or not second.alive(),
-        timeout=60,
-        interval=0.02,
-    )
-    assert_alive(first)
-    assert_alive(second)
-    assert first.terminate() == 0, first.log()[-4000:]
+    with AttemptStream(platform, pool) as stream:
+        first = start_sink(services, settings)
+        wait_for(lambda: count(db) > 0, timeout=60, interval=0.01, what="the first stored batch")
+        second = start_sink(services, settings)
+        wait_for(
+            lambda: members_with_partitions(settings) == 2 or not second.alive(),
+            timeout=60,
+            interval=0.1,
+            what="both members owning partitions",
+        )
+        # Both members at work on the stream before the first one leaves.
+        stored = count(db)
+        wait_for(
+            lambda: count(db) >= stored + 500 or not first.alive() or not second.alive(),
+            timeout=60,
+            interval=0.02,
+            what="both members storing",
+        )
+        assert_alive(first)
+        assert_alive(second)
+        assert first.terminate() == 0, first.log()[-4000:]
+        assert stream.flowing(), "the stream ran dry before the first member left"
+    records = stream.produced
     wait_for(
         lambda: count(db) >= len(records) or not second.alive(),
         timeout=90,
