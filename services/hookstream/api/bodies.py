@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from hookstream.api.errors import ApiError, invalid
+from hookstream.api.errors import ApiError, body_in_time, invalid
 from hookstream.api.models import Ident
 
 M = TypeVar("M", bound=BaseModel)
@@ -18,7 +18,7 @@ _IDENT: TypeAdapter[str] = TypeAdapter(Ident)
 
 async def read_body(request: web.Request, model: type[M]) -> M:
     """The body as `model`: 400 if it is not a JSON object, 422 naming each bad field."""
-    raw = await request.read()
+    raw = await body_in_time(request.read())
     if not raw.strip():
         # Bodies whose fields are all optional may be left out entirely.
         data: Any = {}

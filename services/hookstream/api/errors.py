@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -28,6 +30,26 @@ _HTTP_CODES = {
 # that does not decompress as its Content-Encoding says, a broken chunk): the client's to
 # fix, so a 400, never the 500 of an unexpected exception.
 UNREADABLE_BODY = (BadHttpMessage, web.RequestPayloadError)
+
+# Longest a request's body may take to arrive once its headers have; past it the answer is 408.
+# A client that stops sending mid-body holds a handler no longer than this, and neither does
+# a body aiohttp's decoder never finishes: a `Content-Encoding: deflate` body that is not
+# deflate, sent apart from its headers, leaves `request.read()` waiting for good (aiohttp
+# 3.14; the parser's error reaches the log, not the waiting handler).
+BODY_SECONDS = 10.0
+
+T = TypeVar("T")
+
+
+async def body_in_time(read: Awaitable[T]) -> T:
+    """`read` (of the request's body), or a 408 once BODY_SECONDS have passed."""
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            return await read
+    except TimeoutError:
+        raise ApiError(
+            408, "body_timeout", f"the request body did not arrive within {BODY_SECONDS:g} s"
+        ) from None
 
 
 class ApiError(Exception):

@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler
 
 from hookstream.api.auth import PROTECTED_PREFIX, caller
 from hookstream.api.context import API, Api
-from hookstream.api.errors import ApiError
+from hookstream.api.errors import ApiError, body_in_time
 from hookstream.api.metrics import API_IDEMPOTENCY
 from hookstream.api.times import now_ms
 from hookstream.core.records import StoredSecret
@@ -115,7 +115,7 @@ async def _keyed(request: web.Request, key: str) -> KeyedRequest:
     who = caller(request)
     # Read here, before the claim: a body too large or unreadable is refused without one.
     # aiohttp keeps the bytes, so the handler reads them again.
-    body = await request.read()
+    body = await body_in_time(request.read())
     path = request.rel_url.raw_path
     return KeyedRequest(
         scope=ADMIN_SCOPE if who.tenant_id is None else who.tenant_id,

@@ -12,7 +12,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from hookstream.api.console.session import SESSION_COOKIE, Session, Sessions
-from hookstream.api.errors import UNREADABLE_BODY, ApiError, unreadable
+from hookstream.api.errors import UNREADABLE_BODY, ApiError, body_in_time, unreadable
 
 ROOT = "/console"
 SESSIONS = web.AppKey("console_sessions", Sessions)
@@ -91,7 +91,7 @@ async def read_form(request: web.Request) -> Form:
     than ending as an error page that blames the console.
     """
     try:
-        return await request.post()
+        return await body_in_time(request.post())
     # aiohttp's form and multipart parsers raise these for undecodable input: ValueError
     # (UnicodeDecodeError, boundaries, base64), LookupError (unknown charsets), RuntimeError
     # (unknown Content-Transfer-Encoding or Content-Encoding of a part, a bad `_charset_`).

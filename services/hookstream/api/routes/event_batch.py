@@ -18,7 +18,7 @@ from hookstream.api.auth import Caller, caller
 from hookstream.api.bodies import is_ident, respond, validated
 from hookstream.api.context import Api
 from hookstream.api.docs import operation
-from hookstream.api.errors import ApiError
+from hookstream.api.errors import ApiError, body_in_time
 from hookstream.api.lookup import api_of
 from hookstream.api.metrics import API_EVENTS
 from hookstream.api.models import (
@@ -110,7 +110,7 @@ async def publish_batch(request: web.Request) -> web.StreamResponse:
 async def _items(request: web.Request) -> list[dict[str, Any]]:
     """The request's events, not yet read one by one: 400 unless it is a batch."""
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await body_in_time(request.read()))
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
