@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Kafka nodes of `make kafka` and `make chaos`: 1, or 3 for a replicated cluster.
 BROKERS ?= 1
+# Workers of `make test` (pytest-xdist), a file per worker at a time: each starts a broker and
+# a PostgreSQL of its own. TEST_WORKERS= runs the suite in this process alone.
+TEST_WORKERS ?= -n 2 --dist loadfile
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: help venv provision kafka kafka-stop topics postgres run demo lint test unit integration clean bench chaos
@@ -66,7 +69,7 @@ provision:
 
 test: provision lint
 	@$(BIN)/python -c 'from hookstream.tools import localkafka; localkafka.check_java(); print("tests: Kafka jars in", localkafka.resolve())'
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(TEST_WORKERS)
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
