@@ -7,8 +7,10 @@ free api port and free metrics ports. Its stderr carries the children's own JSON
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -238,13 +240,31 @@ def test_a_service_stopped_by_its_own_error_is_reported(
     _assert_gone(pids)
 
 
+def _free_run_of_ports(count: int) -> int:
+    """The first of `count` consecutive ports free now, below the kernel's ephemeral range:
+    ports counted up from one the kernel handed out (free_port) are its next ephemeral ones,
+    which another test worker's connections or brokers may take in the meantime."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 30_000 - count)
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(base, base + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports in 20000-30000")
+
+
 def test_the_banner_says_where_everything_is_and_every_address_answers(
     settings_factory: SettingsFactory, start_run_all: RunAllStarter
 ) -> None:
     # Metrics ports counted up from a fixed one, as `make run` does, so the banner names them.
     settings = settings_factory(
         api_port=localkafka.free_port(),
-        metrics_port=localkafka.free_port(),
+        metrics_port=_free_run_of_ports(4),
         api_keys={"dev-admin-key": "*", "a-real-secret-key": "acme"},
     )
     create_topics(settings)
